@@ -1,0 +1,279 @@
+"""The command line: the only place that prints, prompts or exits."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+from rich.progress import Progress
+
+from mailer import __version__
+from mailer.campaign import CampaignSender, SendReport, plan
+from mailer.clock import Clock, clock_from_env
+from mailer.contacts import Contact, ContactList, normalize_key, read_contacts
+from mailer.errors import MailerError, UsageError
+from mailer.render import Renderer
+from mailer.settings import Settings, load_settings, resolve_config_path
+from mailer.smtp_client import Outcome, SmtpSession
+from mailer.store import open_state
+
+log = logging.getLogger("mailer")
+
+EXIT_PENDING = 3
+
+
+@dataclass
+class App:
+    """What every command needs: the campaign file's path and the clock."""
+
+    config: Path
+    clock: Clock
+
+    def settings(self) -> Settings:
+        return load_settings(self.config)
+
+
+def _configure_logging(verbose: int) -> None:
+    level = logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("mailer").setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-c", "--config", type=click.Path(path_type=Path), default=None,
+              help="Campaign file (default: $MAILER_CONFIG or ./campaign.toml).")
+@click.option("-v", "--verbose", count=True, help="More log lines (-vv: debug).")
+@click.version_option(__version__, prog_name="mailer")
+@click.pass_context
+def cli(ctx: click.Context, config: Path | None, verbose: int) -> None:
+    """Send a campaign's invitations and handle the replies."""
+    _configure_logging(verbose)
+    clock = clock_from_env()
+    if clock.rehearsal:
+        log.warning("rehearsal clock: MAILER_NOW makes the current time %s",
+                    clock.now().isoformat(timespec="seconds"))
+    ctx.obj = App(config=resolve_config_path(str(config) if config else None), clock=clock)
+
+
+def _echo_problems(contacts: ContactList) -> None:
+    for problem in contacts.invalid:
+        click.echo(f"{problem.source}: {problem.message}", err=True)
+    for problem in contacts.duplicates:
+        click.echo(f"{problem.source}: {problem.message}", err=True)
+
+
+@cli.command()
+@click.pass_obj
+def check(app: App) -> None:
+    """Validate the campaign file, templates (rendered for every contact) and contact lists."""
+    settings = app.settings()
+    contacts = read_contacts(settings.campaign.recipients)
+    _echo_problems(contacts)
+    renderer = Renderer(settings, now=app.clock.now())
+    templates = [settings.campaign.template]
+    if (settings.templates_dir / "reminder.txt.j2").is_file():
+        templates.append("reminder")
+    for contact in contacts.contacts:
+        for name in templates:
+            renderer.invitation(contact, template=name, extra={"open_events": settings.events})
+    now = app.clock.now()
+    open_ids = ", ".join(e.id for e in settings.open_events(now)) or "none"
+    click.echo(f"{settings.path}: campaign {settings.campaign.name!r}: "
+               f"{len(contacts.contacts)} contacts, {len(contacts.invalid)} invalid, "
+               f"{len(contacts.duplicates)} duplicates; templates {', '.join(templates)} "
+               f"render for every contact; events open now: {open_ids}")
+    if contacts.invalid:
+        raise MailerError(f"{len(contacts.invalid)} contact rows are invalid (listed above)",
+                          hint="fix or remove them; `send` skips them")
+
+
+def _find_contact(contacts: ContactList, email: str | None) -> Contact:
+    if not contacts.contacts:
+        raise MailerError("the contact lists hold no valid contact")
+    if email is None:
+        return contacts.contacts[0]
+    wanted = email.strip().casefold()
+    for contact in contacts.contacts:
+        if contact.key == wanted:
+            return contact
+    raise MailerError(f"{email} is not in the contact lists",
+                      hint="leave out --to to preview the first contact")
+
+
+@cli.command()
+@click.option("--to", "email", help="Render for the contact with this address.")
+@click.option("--out", type=click.Path(path_type=Path), help="Write the exact message here.")
+@click.pass_obj
+def preview(app: App, email: str | None, out: Path | None) -> None:
+    """Render one message, as the contact would receive it."""
+    settings = app.settings()
+    contacts = read_contacts(settings.campaign.recipients)
+    contact = _find_contact(contacts, email)
+    message = Renderer(settings, now=app.clock.now()).invitation(contact)
+    if out:
+        out.write_bytes(message.data)
+        click.echo(f"wrote {out} ({len(message.data)} bytes) for {contact.email}")
+        return
+    click.echo(describe_message(message.data))
+
+
+def describe_message(data: bytes) -> str:
+    """Headers decoded and the text part, for a human reading a preview."""
+    parsed = message_from_bytes(data, policy=policy.default)
+    assert isinstance(parsed, EmailMessage)
+    lines = [f"{name}: {value}" for name, value in parsed.items()
+             if name.lower() not in ("content-type", "content-transfer-encoding")]
+    body = parsed.get_body(preferencelist=("plain",))
+    parts = "text + HTML" if parsed.is_multipart() else "text only"
+    lines += [f"(parts: {parts})", "", body.get_content() if body else ""]
+    return "\n".join(lines)
+
+
+def _confirm(question: str, *, yes: bool) -> None:
+    """Ask on a terminal; without one (and without --yes) refuse with exit 2."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise UsageError(f"{question} — no terminal to ask on",
+                         hint="add --yes to confirm in a script")
+    if not click.confirm(question, default=False):
+        raise UsageError("cancelled; nothing was sent")
+
+
+def _deadline_guard(settings: Settings, app: App, *, force: bool) -> None:
+    """SPEC §5: never mail invitations once every event's deadline has passed."""
+    now = app.clock.now()
+    if settings.open_events(now):
+        return
+    last = max(e.deadline for e in settings.events).astimezone(settings.campaign.timezone)
+    if not force:
+        raise MailerError(
+            f"every event's deadline has passed (the last was {last.isoformat()}); "
+            "invitations now would be stale",
+            hint="check the campaign file's dates; --force sends anyway",
+        )
+    log.warning("--force: sending although every deadline has passed (last %s)",
+                last.isoformat())
+
+
+@contextmanager
+def _progress(total: int, label: str) -> Iterator[Callable[[SendReport], None]]:
+    """A progress bar on a terminal, plain log lines every 10% otherwise."""
+    if sys.stderr.isatty() and total:
+        with Progress(transient=False) as bar:
+            task = bar.add_task(label, total=total)
+            yield lambda report: bar.update(task, completed=report.done)
+        return
+    step = max(1, total // 10)
+
+    def line(report: SendReport) -> None:
+        if report.done % step == 0 or report.done == total:
+            log.info("%s: %d/%d done (%d sent)", label, report.done, total, report.sent)
+
+    yield line
+
+
+@cli.command()
+@click.option("--dry-run", is_flag=True, help="Render everything, send nothing.")
+@click.option("--limit", type=click.IntRange(min=1), help="Send at most N messages now.")
+@click.option("--to", "test_to", help="Test send to this address only; not recorded.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--force", is_flag=True, help="Send even when every deadline has passed.")
+@click.pass_obj
+def send(app: App, dry_run: bool, limit: int | None, test_to: str | None, yes: bool,
+         force: bool) -> None:
+    """Send the newsletter to every contact not yet mailed (a rerun resumes)."""
+    settings = app.settings()
+    contacts = read_contacts(settings.campaign.recipients)
+    _echo_problems(contacts)
+    renderer = Renderer(settings, now=app.clock.now())
+    if test_to:
+        _test_send(settings, renderer, contacts, test_to)
+        return
+    _deadline_guard(settings, app, force=force)
+    with open_state(settings.storage, writer=not dry_run) as store:
+        report = SendReport()
+        todo = plan(contacts.contacts, store, kind="invitation", report=report, limit=limit)
+        if dry_run:
+            for contact in todo:
+                renderer.invitation(contact)
+            click.echo(f"dry run: {len(todo)} invitations would be sent "
+                       f"({report.already} already sent, {report.suppressed} suppressed)")
+            return
+        if todo:
+            _confirm(f"Send {len(todo)} invitations of {settings.campaign.name!r} "
+                     f"via {settings.smtp.host}:{settings.smtp.port}?", yes=yes)
+        with _progress(len(todo), "sending") as progress:
+            sender = CampaignSender(settings, renderer, store, now=app.clock.now,
+                                    on_progress=progress)
+            result = asyncio.run(sender.run(todo))
+    _finish(result, report)
+
+
+def _finish(result: SendReport, planned: SendReport) -> None:
+    click.echo(
+        f"sent {result.sent}, refused {len(result.failed)}, deferred {len(result.deferred)}; "
+        f"skipped {planned.already} already sent, {planned.suppressed} suppressed"
+    )
+    for address in result.failed:
+        click.echo(f"refused permanently: {address}", err=True)
+    if result.stopped:
+        click.echo(result.stopped, err=True)
+    if result.pending:
+        click.echo(f"{len(result.deferred)} messages wait for the next run "
+                   "(temporary failures); rerun `mailer send` to resume", err=True)
+        sys.exit(EXIT_PENDING)
+
+
+def _test_send(settings: Settings, renderer: Renderer, contacts: ContactList, to: str) -> None:
+    key = normalize_key(to)
+    sample = next((c for c in contacts.contacts if c.key == key), None)
+    if sample is None:
+        sample = _find_contact(contacts, None)
+    contact = Contact(email=to.strip(), key=key, fields={**sample.fields, "email": to.strip()},
+                      source=sample.source)
+    message = renderer.invitation(contact, message_id=renderer.random_message_id("test"))
+
+    async def deliver() -> Any:
+        session = SmtpSession(settings.smtp, envelope_from=settings.envelope_from,
+                              password=settings.smtp.password())
+        try:
+            return await session.send(contact.email, message.data)
+        finally:
+            await session.close()
+
+    attempt = asyncio.run(deliver())
+    if attempt.outcome is not Outcome.SENT:
+        raise MailerError(f"test send to {to} failed: {attempt.code} {attempt.text}")
+    click.echo(f"test message sent to {to} (as {sample.email} would get it); not recorded")
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    """Entry point: MailerError → its exit code and one clear line, never a traceback."""
+    try:
+        cli.main(args=argv, prog_name="mailer", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(EXIT_PENDING)
+    except click.ClickException as err:
+        err.show()
+        sys.exit(err.exit_code)
+    except MailerError as err:
+        click.echo(f"error: {err}", err=True)
+        if err.hint:
+            click.echo(f"hint: {err.hint}", err=True)
+        sys.exit(err.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted; what was sent is recorded — rerun to resume", err=True)
+        sys.exit(EXIT_PENDING)
+    sys.exit(0)
