@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
+import time
 from datetime import UTC, datetime
 from email.utils import parseaddr
 from typing import Any
@@ -14,7 +18,7 @@ from mailer.contacts import read_contacts
 from mailer.render import Renderer
 from mailer.settings import load_settings
 from mailer.store import open_state
-from tests.conftest import SmtpSink, Workspace, contact_rows, free_port
+from tests.conftest import REHEARSAL, SmtpSink, Workspace, contact_rows, free_port
 
 NOW = datetime(2020, 10, 19, 7, 0, tzinfo=UTC)
 
@@ -291,3 +295,55 @@ def test_pending_work_exits_3(make_workspace: Any) -> None:
     result = ws.run("send", "--yes")
     assert result.returncode == 3, result.stderr
     assert "rerun" in result.stderr
+
+
+def test_kill_9_mid_run_then_rerun(make_workspace: Any, smtp_sink: tuple[SmtpSink, int]) -> None:
+    """A real `mailer send` killed with SIGKILL three times: nobody missed, ≤ connections twice."""
+    sink, port = smtp_sink
+    sink.delay = 0.01
+    rows = contact_rows(240)
+    ws = make_workspace(port=port, contacts=rows, connections=4)
+    env = {**os.environ, "MAILER_CONFIG": str(ws.config), "MAILER_NOW": REHEARSAL}
+    for stop_at in (40, 110, 170):
+        proc = subprocess.Popen([sys.executable, "-m", "mailer", "send", "--yes"], cwd=ws.root,
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while len(sink.messages) < stop_at and proc.poll() is None:
+            assert time.monotonic() < deadline, "the sender made no progress"
+            time.sleep(0.005)
+        proc.kill()
+        proc.wait()
+    ws.run("send", "--yes", check=True)
+    received = sink.recipients()
+    assert set(received) == {r[0] for r in rows}
+    assert len(received) - len(rows) <= 3 * 4  # at most the in-flight messages per kill
+    assert all(d["status"] == Status.SENT for d in deliveries(ws).values())
+    # A second copy carries the same Message-ID as the first.
+    ids: dict[str, set[str]] = {}
+    for message in sink.messages:
+        ids.setdefault(message.rcpt_tos[0], set()).add(str(message.message["Message-ID"]))
+    assert all(len(v) == 1 for v in ids.values())
+
+
+def test_second_writer_is_refused(make_workspace: Any, smtp_sink: tuple[SmtpSink, int]) -> None:
+    """While one process holds state/, `send` fails at once naming the holder's pid."""
+    sink, port = smtp_sink
+    ws = make_workspace(port=port)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; "
+         "from mailer.store import Store; s = Store.open(Path(sys.argv[1]), writer=True); "
+         "print('ready', flush=True); time.sleep(30)", str(ws.state)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        result = ws.run("send", "--yes")
+        assert result.returncode == 1
+        assert f"pid {holder.pid}" in result.stderr and "Traceback" not in result.stderr
+        assert sink.messages == []
+        reader = ws.run("send", "--dry-run")  # reading works while the writer holds the lock
+        assert reader.returncode == 0, reader.stderr
+    finally:
+        holder.kill()
+        holder.wait()
+        assert holder.stdout is not None
+        holder.stdout.close()

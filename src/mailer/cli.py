@@ -102,7 +102,7 @@ def _find_contact(contacts: ContactList, email: str | None) -> Contact:
         raise MailerError("the contact lists hold no valid contact")
     if email is None:
         return contacts.contacts[0]
-    wanted = email.strip().casefold()
+    wanted = normalize_key(email)
     for contact in contacts.contacts:
         if contact.key == wanted:
             return contact

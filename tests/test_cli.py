@@ -1,0 +1,103 @@
+"""The command line: clear errors naming file and key, check, preview."""
+
+from __future__ import annotations
+
+from email import message_from_bytes, policy
+from typing import Any
+
+import pytest
+
+from tests.conftest import REPO, Workspace
+
+
+def replace_in_config(ws: Workspace, old: str, new: str) -> None:
+    text = ws.config.read_text(encoding="utf-8")
+    assert old in text
+    ws.config.write_text(text.replace(old, new, 1), encoding="utf-8")
+
+
+@pytest.mark.parametrize(("old", "new", "expected"), [
+    ("[storage]", "[storage]\ncolour = 1", "[storage] colour"),
+    ("deadline = 2020-10-26T10:00:00", 'deadline = "next monday"', "[event #1] deadline"),
+    ('timezone = "Europe/Warsaw"', 'timezone = "Europe/Gdynia"', "[campaign] timezone"),
+    ('template = "newsletter"', 'template = "nowsletter"', "templates/nowsletter.txt.j2"),
+    ("connections = 2", "connections = 0", "[smtp] connections"),
+    ('sender = "Departament', 'sender = "not an address" #', "[campaign] sender"),
+    ('id = "pim"', 'id = "smart-city"', "[event #2] id"),
+    ("[smtp]", "[smtp\n", "not valid TOML"),
+])
+def test_config_mistakes_name_file_and_key(make_workspace: Any, old: str, new: str,
+                                           expected: str) -> None:
+    """Each invalid campaign file exits 1 with the file and key named, never a traceback."""
+    ws = make_workspace()
+    replace_in_config(ws, old, new)
+    result = ws.run("check")
+    assert result.returncode == 1
+    assert expected in result.stderr and str(ws.config) in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_config_file_has_a_hint(tmp_path: Any) -> None:
+    """A missing campaign file says which path was tried and how to choose another."""
+    ws = Workspace(tmp_path)
+    result = ws.run("check")
+    assert result.returncode == 1
+    assert "campaign file not found" in result.stderr and "MAILER_CONFIG" in result.stderr
+
+
+def test_template_mistake_names_template_and_line(make_workspace: Any) -> None:
+    """A syntax error in a template names the file and line."""
+    ws = make_workspace()
+    (ws.root / "templates" / "newsletter.txt.j2").write_text("line one\n{% if %}\n")
+    result = ws.run("check")
+    assert result.returncode == 1
+    assert "newsletter.txt.j2:2" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_undefined_column_names_contact_and_template(make_workspace: Any) -> None:
+    """A template using a column the list lacks names the CSV line and the template."""
+    ws = make_workspace()
+    (ws.root / "templates" / "newsletter.txt.j2").write_text("{{ recipient.telefon }}\n")
+    result = ws.run("check")
+    assert result.returncode == 1
+    assert "list.csv:2" in result.stderr and "telefon" in result.stderr
+
+
+def test_check_reports_invalid_rows_and_exits_1(make_workspace: Any) -> None:
+    """Invalid addresses are listed with file and line; duplicates are reported."""
+    ws = make_workspace(contacts=[["ok@a.example.com", "A", "B", "C", "Łódź"],
+                                  ["not-an-address", "A", "B", "C", "Łódź"],
+                                  ["OK@a.example.com", "A", "B", "C", "Łódź"]])
+    result = ws.run("check")
+    assert result.returncode == 1
+    assert "list.csv:3" in result.stderr and "not-an-address" in result.stderr
+    assert "list.csv:4" in result.stderr and "duplicate" in result.stderr
+    assert "1 contacts, 1 invalid, 1 duplicates" in result.stdout
+
+
+def test_check_passes_on_the_default_campaign() -> None:
+    """The shipped campaign, templates and contact list pass `mailer check`."""
+    ws = Workspace(REPO)
+    result = ws.run("check")
+    assert result.returncode == 0, result.stderr
+    assert "20 contacts, 0 invalid, 0 duplicates" in result.stdout
+    assert "events open now: smart-city, pim" in result.stdout
+
+
+def test_preview_writes_the_exact_message(make_workspace: Any) -> None:
+    """preview --out writes a message that parses, addressed to the chosen contact."""
+    ws = make_workspace()
+    out = ws.root / "one.eml"
+    result = ws.run("preview", "--to", "OSOBA3@miasto3.example.com", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    msg = message_from_bytes(out.read_bytes(), policy=policy.default)
+    assert msg["To"].addresses[0].addr_spec == "osoba3@miasto3.example.com"
+    shown = ws.run("preview", "--to", "osoba3@miasto3.example.com", check=True).stdout
+    assert "Subject: Zaproszenie – Wrocław" in shown and "Imię i nazwisko:" in shown
+
+
+def test_bad_rehearsal_clock_is_explained(make_workspace: Any) -> None:
+    """MAILER_NOW without an offset is refused with the expected form."""
+    ws = make_workspace()
+    result = ws.run("check", now="2020-10-19 09:00")
+    assert result.returncode == 1 and "+02:00" in result.stderr

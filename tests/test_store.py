@@ -1,0 +1,91 @@
+"""State: the journal survives torn writes, folds are atomic and idempotent, readers merge."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from mailer.errors import StateError, StateLockedError
+from mailer.store import Store, open_state
+
+
+def test_put_is_visible_to_a_reader_before_any_fold(tmp_path: Path) -> None:
+    """A reader sees journal records that are not yet folded into TinyDB."""
+    writer = Store.open(tmp_path, writer=True)
+    writer.put_now("deliveries", "invitation:a@b.pl", {"status": "sent"})
+    reader = Store.open(tmp_path, writer=False)
+    assert reader.get("deliveries", "invitation:a@b.pl") == {"status": "sent",
+                                                             "key": "invitation:a@b.pl"}
+    assert not (tmp_path / "mailer.json").exists()
+    writer.close()
+    assert (tmp_path / "journal.jsonl").read_bytes() == b""
+    folded = json.loads((tmp_path / "mailer.json").read_text())
+    assert list(folded["deliveries"].values()) == [{"status": "sent", "key": "invitation:a@b.pl"}]
+
+
+def test_torn_journal_tail_is_dropped(tmp_path: Path) -> None:
+    """A half-written last line (a crash mid-append) is cut off; complete lines are kept."""
+    with open_state(tmp_path, writer=True) as store:
+        store.put_now("t", "k1", {"n": 1})
+        store.journal.reset = lambda: None  # type: ignore[method-assign]  # crash before reset
+        store.fold = lambda: None  # type: ignore[method-assign]
+        store.put_now("t", "k2", {"n": 2})
+    with open(tmp_path / "journal.jsonl", "ab") as handle:
+        handle.write(b'{"t":"t","k":"k3","v":{"n"')
+    store = Store.open(tmp_path, writer=True)
+    assert sorted(store.keys("t")) == ["k1", "k2"]
+    store.put_now("t", "k4", {"n": 4})
+    store.close()
+    reopened = Store.open(tmp_path, writer=False)
+    assert sorted(reopened.keys("t")) == ["k1", "k2", "k4"]
+
+
+def test_crash_between_fold_and_reset_replays_harmlessly(tmp_path: Path) -> None:
+    """If the journal survives a fold, replaying it over TinyDB changes nothing."""
+    store = Store.open(tmp_path, writer=True)
+    store.put_now("t", "k", {"v": 1})
+    store.put_now("t", "k", {"v": 2})
+    journal = (tmp_path / "journal.jsonl").read_bytes()
+    store.close()
+    (tmp_path / "journal.jsonl").write_bytes(journal)  # as if reset never happened
+    again = Store.open(tmp_path, writer=True)
+    assert again.all("t") == [{"v": 2, "key": "k"}]
+    again.close()
+
+
+def test_corrupt_database_is_a_clear_error(tmp_path: Path) -> None:
+    """A TinyDB file that is not JSON gives a StateError naming the file."""
+    (tmp_path / "mailer.json").write_text('{"deliveries": {"1": ', encoding="utf-8")
+    with pytest.raises(StateError, match=r"mailer\.json"):
+        Store.open(tmp_path, writer=False)
+
+
+def test_one_writer_at_a_time(tmp_path: Path) -> None:
+    """A second writer in the same process is refused with the pid of the first."""
+    first = Store.open(tmp_path, writer=True)
+    with pytest.raises(StateLockedError, match=r"pid \d+"):
+        Store.open(tmp_path, writer=True)
+    first.close()
+    Store.open(tmp_path, writer=True).close()
+
+
+async def test_group_commit_records_every_put(tmp_path: Path) -> None:
+    """Concurrent puts share fsyncs and all reach the journal."""
+    store = Store.open(tmp_path, writer=True)
+    await asyncio.gather(*(store.put("t", f"k{i}", {"i": i}) for i in range(200)))
+    lines = (tmp_path / "journal.jsonl").read_bytes().splitlines()
+    assert len(lines) == 200
+    store.close()
+    assert len(Store.open(tmp_path, writer=False).all("t")) == 200
+
+
+def test_state_folder_is_private(tmp_path: Path) -> None:
+    """state/ and its files are readable by the owner only."""
+    folder = tmp_path / "state"
+    with open_state(folder, writer=True) as store:
+        store.put_now("t", "k", {})
+    assert folder.stat().st_mode & 0o077 == 0
+    assert (folder / "mailer.json").stat().st_mode & 0o077 == 0
