@@ -9,7 +9,9 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
@@ -19,6 +21,8 @@ from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
+
+from tests.dovecot import Dovecot
 
 REPO = Path(__file__).resolve().parent.parent
 REHEARSAL = "2020-10-19T09:00:00+02:00"
@@ -138,6 +142,16 @@ max_attempts = {max_attempts}
 timeout = 5
 quota_pause = {quota_pause}
 
+[imap]
+host = "127.0.0.1"
+port = {imap_port}
+username = "{imap_user}"
+password_env = "MAILER_IMAP_PASSWORD"
+poll_seconds = {poll_seconds}
+
+[answers]
+max_per_sender_per_day = {max_answers}
+
 [storage]
 path = "state"
 """
@@ -171,7 +185,8 @@ class Workspace:
     def run(self, *args: str, now: str | None = REHEARSAL, check: bool = False,
             timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
         """Run the real `mailer` command in this workspace."""
-        environ = {**os.environ, **env, "MAILER_CONFIG": str(self.config)}
+        environ = {**os.environ, "MAILER_IMAP_PASSWORD": "sekret", **env,
+                   "MAILER_CONFIG": str(self.config)}
         environ.pop("MAILER_NOW", None)
         if now:
             environ["MAILER_NOW"] = now
@@ -196,6 +211,8 @@ def make_workspace(tmp_path: Path) -> Any:
 
     def make(*, port: int = 2525, contacts: list[list[str]] | None = None,
              connections: int = 2, max_attempts: int = 3, quota_pause: float = 0.5,
+             imap_port: int = 1143, imap_user: str = "rejestracja", poll_seconds: float = 60,
+             max_answers: int = 5,
              subject: str = "Zaproszenie – {{ recipient.miasto }}: warsztat Smart City i PIM",
              unsubscribe: str = '"mailto:rejestracja@example.com?subject=wypisz"',
              name: str = "ws") -> Workspace:
@@ -205,9 +222,32 @@ def make_workspace(tmp_path: Path) -> Any:
         (root / "campaign.toml").write_text(CAMPAIGN.format(
             port=port, connections=connections, max_attempts=max_attempts,
             quota_pause=quota_pause, subject=subject, unsubscribe=unsubscribe,
+            imap_port=imap_port, imap_user=imap_user, poll_seconds=poll_seconds,
+            max_answers=max_answers,
         ), encoding="utf-8")
         workspace = Workspace(root)
         workspace.write_contacts(contacts if contacts is not None else contact_rows(5))
         return workspace
 
     return make
+
+
+@pytest.fixture(scope="session")
+def dovecot_server() -> Iterator[Dovecot]:
+    """One private Dovecot for the session; tests take a user (mailbox) each."""
+    root = Path(tempfile.mkdtemp(prefix="mailer-dovecot-"))
+    server = Dovecot(root)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def mailbox(dovecot_server: Dovecot, monkeypatch: pytest.MonkeyPatch) -> tuple[Dovecot, str]:
+    """A fresh IMAP user on the shared Dovecot; its password is in $MAILER_IMAP_PASSWORD."""
+    user = f"u{uuid.uuid4().hex[:12]}"
+    monkeypatch.setenv("MAILER_IMAP_PASSWORD", dovecot_server.password)
+    return dovecot_server, user

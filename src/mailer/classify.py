@@ -113,10 +113,10 @@ def classify(
     bounce = _classify_report(msg)
     if bounce is not None:
         return bounce
-    sender = _first_address(msg, "From")
+    sender = first_address(msg, "From")
     if sender and sender in {address.lower() for address in own_addresses}:
         return Classification(Kind.AUTO_REPLY, f"sent from our own address {sender} (loop)")
-    subject = _header(msg, "Subject")
+    subject = header_text(msg, "Subject")
     # Checked before the automation markers: a client answering a List-Unsubscribe mailto: may mark
     # its message as automatic, and losing an unsubscribe is worse than one needless suppression.
     if _strip_punctuation(_fold(subject)) in _UNSUBSCRIBE_SUBJECTS:
@@ -186,10 +186,10 @@ def _classify_report(msg: EmailMessage) -> Classification | None:
 
 def _bounce_hint(msg: Message) -> str | None:
     """Return why a message that is no RFC 3464 DSN still looks like a bounce, or None."""
-    sender = _first_address(msg, "From")
+    sender = first_address(msg, "From")
     if _BOUNCE_SENDER.match(sender.partition("@")[0]):
         return f"non-standard bounce from {sender}"
-    subject = _header(msg, "Subject")
+    subject = header_text(msg, "Subject")
     if _BOUNCE_SUBJECT.match(_fold(subject)):
         return f'non-standard bounce, subject "{subject.strip()[:80]}"'
     if "X-Failed-Recipients" in msg:  # Exim, Gmail
@@ -240,11 +240,11 @@ def _recipient_outcome(block: Message) -> tuple[str, str | None]:
     """Return a per-recipient block's address and "permanent", "temporary", "delivered" or None."""
     # Original-Recipient is the address we gave (before aliasing or forwarding), i.e. the one on
     # our list; Final-Recipient is mandatory but may be a rewritten one (RFC 3464 §2.3.1–2).
-    address = _dsn_address(_header(block, "Original-Recipient")) or _dsn_address(
-        _header(block, "Final-Recipient")
+    address = _dsn_address(header_text(block, "Original-Recipient")) or _dsn_address(
+        header_text(block, "Final-Recipient")
     )
-    action = _header(block, "Action").strip().lower()
-    status = _header(block, "Status").strip()
+    action = header_text(block, "Action").strip().lower()
+    status = header_text(block, "Status").strip()
     if action.startswith(("delivered", "relayed", "expanded")):
         return address, "delivered"
     # A 4.x.x status is a persistent *transient* failure (RFC 3463 §3.2): even when the MTA gave
@@ -288,7 +288,7 @@ def _decode_addresses(addresses: Iterable[bytes]) -> set[str]:
 
 def _auto_submitted(msg: Message) -> str | None:
     """RFC 3834 §5: any Auto-Submitted value but "no" marks an automatic message."""
-    value = _header(msg, "Auto-Submitted").partition(";")[0].strip().lower()
+    value = header_text(msg, "Auto-Submitted").partition(";")[0].strip().lower()
     return f"Auto-Submitted: {value}" if value and value != "no" else None
 
 
@@ -303,14 +303,14 @@ def _report(msg: Message) -> str | None:
 def _auto_header(msg: Message) -> str | None:
     """X-Autoreply and kin, and Exchange's markers of rule-generated messages."""
     for name in _AUTO_HEADERS:
-        if name in msg and _header(msg, name).strip().lower() not in {"no", "false", "0"}:
+        if name in msg and header_text(msg, name).strip().lower() not in {"no", "false", "0"}:
             return f"{name} header"
     return None
 
 
 def _precedence(msg: Message) -> str | None:
     """Precedence: bulk, junk, list or auto_reply (RFC 2076 §3.9, RFC 3834 §2)."""
-    value = _header(msg, "Precedence").strip().lower()
+    value = header_text(msg, "Precedence").strip().lower()
     return f"Precedence: {value}" if value in _AUTO_PRECEDENCE else None
 
 
@@ -329,13 +329,13 @@ def _null_return_path(msg: Message) -> str | None:
 
 def _robot_sender(msg: Message) -> str | None:
     """MAILER-DAEMON, postmaster, noreply, do-not-reply and the like."""
-    sender = _first_address(msg, "From")
+    sender = first_address(msg, "From")
     return f"sender {sender}" if _ROBOT_SENDER.match(sender.partition("@")[0]) else None
 
 
 def _auto_subject(msg: Message) -> str | None:
     """Out-of-office, receipt and read-receipt subjects, in Polish and English."""
-    subject = _header(msg, "Subject")
+    subject = header_text(msg, "Subject")
     if _AUTO_SUBJECT.match(_fold(subject)):
         return f'subject "{subject.strip()[:80]}"'
     return None
@@ -357,7 +357,7 @@ _AUTOMATION_CHECKS: tuple[Callable[[Message], str | None], ...] = (
 # --- header access and text folding ------------------------------------------------------------
 
 
-def _header(msg: Message, name: str) -> str:
+def header_text(msg: Message, name: str) -> str:
     """Return a header's decoded value ("" when absent), never raising on a malformed one."""
     try:
         value = msg.get(name)
@@ -374,10 +374,11 @@ def _raw_header(msg: Message, name: str) -> str:
     return ""
 
 
-def _first_address(msg: Message, name: str) -> str:
+def first_address(msg: Message, name: str) -> str:
     """Return the first address of an address header, lower-cased, or ""."""
     try:
-        addresses = [address for _name, address in getaddresses([_header(msg, name)]) if address]
+        pairs = getaddresses([header_text(msg, name)])
+        addresses = [address for _name, address in pairs if address]
     except Exception:  # getaddresses trips over some malformed lists
         return ""
     return addresses[0].lower() if addresses else ""
@@ -385,7 +386,7 @@ def _first_address(msg: Message, name: str) -> str:
 
 def _has_null_return_path(msg: Message) -> bool:
     """Whether the delivering MTA recorded a null reverse-path ("Return-Path: <>")."""
-    return "".join(_header(msg, "Return-Path").split()) == "<>"
+    return "".join(header_text(msg, "Return-Path").split()) == "<>"
 
 
 def _report_type(msg: Message) -> str:

@@ -298,10 +298,15 @@ class Renderer:
 
     def compose(self, templates: Templates, *, to_addr: str, to_name: str,
                 context: Mapping[str, Any], message_id: str, where: str,
-                headers: Iterable[tuple[str, str]] = ()) -> OutgoingMessage:
-        """Render the templates and assemble the message bytes; `headers` are extra headers."""
+                headers: Iterable[tuple[str, str]] = (),
+                subject: str | None = None) -> OutgoingMessage:
+        """Render the templates and assemble the message bytes; `headers` are extra headers.
+
+        `subject` replaces the template's subject (answers use "Re: " + the original).
+        """
         try:
-            subject = templates.subject.render(context)
+            if subject is None:
+                subject = templates.subject.render(context)
             text = templates.text.render(context)
             html = templates.html.render(context) if templates.html else None
         except jinja2.TemplateError as err:

@@ -66,8 +66,11 @@ class AtomicJSONStorage(Storage):
         pass
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` so that a crash leaves either the old or the new file."""
+def atomic_write(path: Path, data: bytes, *, sync_dir: bool = True) -> None:
+    """Replace `path` with `data` so that a crash leaves either the old or the new file.
+
+    With `sync_dir=False` the caller fsyncs the folder once for many files.
+    """
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -79,7 +82,8 @@ def atomic_write(path: Path, data: bytes) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise StateError(f"{path}: cannot write: {err}; the previous file is intact") from err
-    fsync_dir(path.parent)
+    if sync_dir:
+        fsync_dir(path.parent)
 
 
 def fsync_dir(folder: Path) -> None:
@@ -243,6 +247,7 @@ class Store:
         self.journal = Journal(folder / "journal.jsonl")
         self.db_path = folder / "mailer.json"
         self.tables: dict[str, dict[str, Doc]] = {}
+        self._staged: list[Doc] = []
 
     @classmethod
     def open(cls, folder: Path, *, writer: bool) -> Store:
@@ -272,7 +277,9 @@ class Store:
             if _inode(self.db_path) == inode:  # no fold happened while we read
                 break
         for record in records:
-            tables.setdefault(record["t"], {})[record["k"]] = record["v"]
+            # A {"tx": [...]} line holds the records of one message, applied all or nothing.
+            for item in record.get("tx", [record]):
+                tables.setdefault(item["t"], {})[item["k"]] = item["v"]
         self.tables = tables
 
     def get(self, table: str, key: str) -> Doc | None:
@@ -294,6 +301,27 @@ class Store:
         self.tables.setdefault(table, {})[key] = doc
         await self.journal.append({"t": table, "k": key, "v": doc})
 
+    def stage(self, table: str, key: str, doc: Doc) -> None:
+        """Change a document in memory now; `commit` records all staged changes at once."""
+        doc["key"] = key
+        self.tables.setdefault(table, {})[key] = doc
+        self._staged.append({"t": table, "k": key, "v": doc})
+
+    async def commit(self) -> None:
+        """Write every staged change as one journal line (all or nothing after a crash)."""
+        if self._staged:
+            items, self._staged = self._staged, []
+            await self.journal.append({"tx": items})
+
+    async def put_many(self, records: list[tuple[str, str, Doc]]) -> None:
+        """Record several documents as one journal line: after a crash all or none are there."""
+        items = []
+        for table, key, doc in records:
+            doc["key"] = key
+            self.tables.setdefault(table, {})[key] = doc
+            items.append({"t": table, "k": key, "v": doc})
+        await self.journal.append({"tx": items})
+
     def put_now(self, table: str, key: str, doc: Doc) -> None:
         """Like `put`, for code without an event loop."""
         doc["key"] = key
@@ -312,6 +340,7 @@ class Store:
         A crash between the two replays the journal over the new file on the next open;
         records are whole documents keyed by id, so replaying them changes nothing.
         """
+        assert not self._staged, "fold with uncommitted changes"
         if not self.journal.lines:
             return
         db = TinyDB(self.db_path, storage=AtomicJSONStorage)

@@ -1,0 +1,146 @@
+"""Pure decisions: per-event status from the received time, the answer, and whether to send it."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from email.utils import parseaddr
+from enum import StrEnum
+
+from email_validator import EmailNotValidError, validate_email
+
+from mailer.settings import Event
+from mailer.validate import Registrant
+
+
+class EventStatus(StrEnum):
+    """A registrant's standing for one event."""
+
+    CONFIRMED = "confirmed"
+    LATE = "late"
+
+
+class Answer(StrEnum):
+    """The answer template to send (SPEC §9 `answer`)."""
+
+    CONFIRMATION = "confirmation"
+    LATE_NOTICE = "late_notice"
+    INCOMPLETE = "incomplete"
+    UNSUBSCRIBED = "unsubscribed"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What one incoming message amounts to and which answer (if any) it gets."""
+
+    statuses: tuple[Mapping[str, EventStatus], ...]  # per registrant; {} for an incomplete one
+    answer: Answer | None
+    reason: str  # short English reason for staff and logs
+
+    def suppressed(self, reason: str) -> Decision:
+        """The same decision with no answer, e.g. for a reason from `answer_allowed`."""
+        return replace(self, answer=None, reason=f"answer suppressed: {reason}")
+
+
+def _require_aware(moment: datetime, what: str) -> datetime:
+    """`moment` in UTC. Naive times are a caller's bug: the zone is unknowable here."""
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(f"{what} must be timezone-aware, got naive {moment.isoformat()}")
+    return moment.astimezone(UTC)
+
+
+def event_statuses(events: Sequence[str], received: datetime,
+                   catalogue: Sequence[Event]) -> dict[str, EventStatus]:
+    """Event id -> confirmed (received ≤ deadline) or late, for the ids in `events`."""
+    # Compared in UTC: Python compares two datetimes sharing one tzinfo by wall time, ignoring
+    # `fold`, so 02:45 CEST would count as later than 02:30 CET on 25 Oct 2020.
+    at = _require_aware(received, "received")
+    by_id = {event.id: event for event in catalogue}
+    statuses: dict[str, EventStatus] = {}
+    for event_id in events:
+        if event_id not in by_id:
+            raise ValueError(f"unknown event id {event_id!r}; the catalogue has: "
+                             + ", ".join(by_id))
+        deadline = _require_aware(by_id[event_id].deadline, f"deadline of {event_id}")
+        statuses[event_id] = EventStatus.CONFIRMED if at <= deadline else EventStatus.LATE
+    return statuses
+
+
+def _outcome(statuses: Sequence[Mapping[str, EventStatus]]) -> tuple[Answer, str]:
+    """The answer for complete registrants: confirmation if anything was confirmed."""
+    confirmed = list(dict.fromkeys(e for s in statuses for e, v in s.items()
+                                   if v is EventStatus.CONFIRMED))
+    late = list(dict.fromkeys(e for s in statuses for e, v in s.items() if v is EventStatus.LATE))
+    if confirmed:
+        tail = f"; late: {', '.join(late)}" if late else ""
+        return Answer.CONFIRMATION, f"confirmed: {', '.join(confirmed)}{tail}"
+    if late:
+        return Answer.LATE_NOTICE, f"all late: {', '.join(late)}"
+    return Answer.INCOMPLETE, "no event chosen"
+
+
+def decide_registration(registrants: Sequence[Registrant], received: datetime,
+                        catalogue: Sequence[Event]) -> Decision:
+    """Statuses per registrant and the one answer the message gets (SPEC §7).
+
+    Complete registrants get their statuses even when another registrant in the same message is
+    incomplete; the answer is then `incomplete` (it lists what to correct), and the corrected
+    reply decides again. A registration message with no form at all is `incomplete` too: the
+    answer asks for the form.
+    """
+    _require_aware(received, "received")
+    statuses = tuple(
+        event_statuses(r.events, received, catalogue) if r.complete else {} for r in registrants
+    )
+    if not registrants:
+        return Decision(statuses, Answer.INCOMPLETE, "no filled form found")
+    incomplete = sum(not r.complete for r in registrants)
+    if incomplete:
+        return Decision(statuses, Answer.INCOMPLETE,
+                        f"{incomplete} of {len(registrants)} registrants incomplete")
+    answer, reason = _outcome(statuses)
+    return Decision(statuses, answer, reason)
+
+
+def _bare(address: str) -> str:
+    """The addr-spec of "Name <addr>" or of a bare address, case-folded for comparison."""
+    return parseaddr(address)[1].strip().casefold()
+
+
+def _valid_address(address: str) -> bool:
+    try:
+        validate_email(address, check_deliverability=False)
+    except EmailNotValidError:
+        return False
+    return True
+
+
+def _address_refusal(sender: str, own_addresses: Collection[str]) -> str | None:
+    address = _bare(sender)
+    if not address:
+        return "no sender address"
+    if address in {_bare(own) for own in own_addresses}:
+        return "own address"  # answering ourselves would loop
+    if not _valid_address(address):
+        return "sender address not valid"
+    return None
+
+
+def answer_allowed(*, sender: str, own_addresses: Collection[str], automated: bool,
+                   received: datetime, watermark: datetime | None, answers_today: int,
+                   max_per_day: int) -> str | None:
+    """None when an answer may be sent to `sender`, else the English reason why not (SPEC §7)."""
+    at = _require_aware(received, "received")
+    since = None if watermark is None else _require_aware(watermark, "watermark")
+    refusal = _address_refusal(sender, own_addresses)
+    if refusal is not None:
+        return refusal
+    if automated:
+        return "automated message"  # RFC 3834 §2: never answer auto-replies or bounces
+    if since is not None and at < since:
+        return "received before the watermark (backlog: for review only)"
+    if answers_today >= max_per_day:
+        return f"over daily limit ({answers_today} of {max_per_day} answers to this sender today)"
+    return None

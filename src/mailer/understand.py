@@ -1,0 +1,155 @@
+"""Pure: one raw message → what the service makes of it (parse, classify, validate, decide)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from email.utils import parseaddr
+from typing import Any
+
+from mailer.classify import Classification, Kind, classify, header_text, is_automated
+from mailer.decide import Answer, Decision, decide_registration
+from mailer.parse import Draft, read_message
+from mailer.settings import Event
+from mailer.validate import Registrant, validate_draft
+
+_MSGID = re.compile(r"<[^<>\s]+>")
+_REPLY_PREFIX = re.compile(r"^\s*(?:(?:re|odp|odp\.|aw|sv)\s*(?:\[\d+\])?\s*:\s*)+", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What the service reads from one message, before any state is consulted."""
+
+    key: str  # content hash: the same message is the same key after any restart or re-read
+    received: datetime
+    sender: str  # the From address, as written
+    subject: str
+    message_id: str
+    refs: tuple[str, ...]  # In-Reply-To and References ids, nearest first
+    classification: Classification
+    automated: str | None
+    own_text: str
+    drafts: tuple[Draft, ...]
+    registrants: tuple[Registrant, ...] = ()
+    decision: Decision | None = None
+    merged_from: tuple[str, ...] = field(default=())
+
+    @property
+    def kind(self) -> Kind:
+        return self.classification.kind
+
+
+def message_key(raw: bytes) -> str:
+    """The identity of a message: a hash of its bytes (Message-IDs are not unique in practice)."""
+    return hashlib.sha256(raw).hexdigest()[:32]
+
+
+def parse_bytes(raw: bytes) -> EmailMessage:
+    """The stdlib parse with the modern policy; it tolerates anything but let us be sure."""
+    msg = message_from_bytes(raw, policy=policy.default)
+    assert isinstance(msg, EmailMessage)
+    return msg
+
+
+def sender_of(msg: EmailMessage) -> str:
+    """The From address (lower-cased domain and local part: answers and limits key on it)."""
+    return parseaddr(header_text(msg, "From"))[1].strip().lower()
+
+
+def thread_ids(msg: EmailMessage) -> tuple[str, ...]:
+    """Message-IDs this message answers: In-Reply-To first, then References newest first."""
+    ids = _MSGID.findall(header_text(msg, "In-Reply-To"))
+    ids += reversed(_MSGID.findall(header_text(msg, "References")))
+    return tuple(dict.fromkeys(ids))
+
+
+def reply_subject(subject: str) -> str:
+    """`Re: ` + the subject without its reply prefixes: never `Re: Re:` (SPEC §5)."""
+    stripped = _REPLY_PREFIX.sub("", subject).strip()
+    return f"Re: {stripped}" if stripped else "Re: rejestracja"
+
+
+def merge_values(previous: Mapping[str, str] | None, new: Mapping[str, str]) -> dict[str, str]:
+    """An earlier incomplete form completed by a later reply: new non-empty values win."""
+    merged = {k: v for k, v in (previous or {}).items() if v}
+    merged.update({k: v for k, v in new.items() if v})
+    return merged
+
+
+PreviousLookup = Callable[[str, tuple[str, ...]], Mapping[str, str] | None]
+
+
+def understand(raw: bytes, *, received: datetime, events: Sequence[Event],
+               own_addresses: Collection[str] = (),
+               previous: PreviousLookup | None = None) -> Reading:
+    """Read one message.
+
+    `previous(sender, thread_ids)` returns an incomplete form from the same thread or sender
+    that this reply may complete (the caller looks it up in its state; this stays pure).
+    """
+    msg = parse_bytes(raw)
+    sender = sender_of(msg)
+    reply, drafts = read_message(msg)
+    classification = classify(msg, reply.own, has_form=bool(drafts),
+                              own_addresses=own_addresses)
+    base = Reading(
+        key=message_key(raw), received=received, sender=sender,
+        subject=header_text(msg, "Subject"), message_id=header_text(msg, "Message-ID").strip(),
+        refs=thread_ids(msg), classification=classification, automated=is_automated(msg),
+        own_text=reply.own, drafts=tuple(drafts),
+    )
+    if classification.kind is not Kind.REGISTRATION:
+        return base
+    values = [dict(d.values) for d in drafts]
+    earlier = previous(sender, base.refs) if previous else None
+    if earlier and len(values) == 1:
+        values[0] = merge_values(earlier, values[0])
+    registrants = tuple(validate_draft(v, sender=sender, events=events) for v in values)
+    decision = decide_registration(registrants, received, events)
+    return replace(base, registrants=registrants, decision=decision,
+                   merged_from=tuple(earlier or ()))
+
+
+def answer_template(reading: Reading) -> Answer | None:
+    """The answer this kind of message calls for, before limits and loops are considered."""
+    if reading.kind is Kind.REGISTRATION and reading.decision is not None:
+        return reading.decision.answer
+    if reading.kind is Kind.UNSUBSCRIBE:
+        return Answer.UNSUBSCRIBED
+    if reading.kind is Kind.CANCELLATION:
+        return Answer.CANCELLED
+    return None
+
+
+def registrant_json(registrant: Registrant, statuses: Mapping[str, Any]) -> dict[str, Any]:
+    """A registrant in the shape of SPEC §9."""
+    return {
+        "name": registrant.name, "position": registrant.position, "city": registrant.city,
+        "email": registrant.email, "phone": registrant.phone,
+        "events": {event_id: str(statuses.get(event_id, "incomplete"))
+                   for event_id in registrant.events},
+    }
+
+
+def reading_json(reading: Reading, answer: Answer | None) -> dict[str, Any]:
+    """`mailer inspect --json`: the object of SPEC §9."""
+    statuses: Sequence[Mapping[str, Any]] = (
+        reading.decision.statuses if reading.decision else [{} for _ in reading.registrants])
+    errors = [{"field": p.field, "message": p.message}
+              for r in reading.registrants for p in (*r.problems, *r.warnings)]
+    return {
+        "kind": str(reading.kind),
+        "sender": reading.sender,
+        "received": reading.received.isoformat(),
+        "registrants": [registrant_json(r, s) for r, s in zip(reading.registrants, statuses,
+                                                               strict=True)],
+        "errors": errors,
+        "bounced": list(reading.classification.bounced),
+        "answer": str(answer) if answer else None,
+    }

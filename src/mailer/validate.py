@@ -1,0 +1,307 @@
+"""Pure check of one filled form: draft values → Registrant, problems worded for the official."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from email.utils import parseaddr
+
+import phonenumbers
+from email_validator import EmailNotValidError, validate_email
+
+from mailer.settings import Event
+
+FIELDS = ("event", "name", "position", "city", "email", "phone")
+
+# Problem codes: stable, English, used by respond, store and `inspect --json`.
+MISSING = "missing"
+INVALID = "invalid"
+UNKNOWN_EVENT = "unknown_event"
+WARNING = "warning"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing the official has to correct (or, with code "warning", should check)."""
+
+    field: str  # one of FIELDS, or "form" for the message as a whole
+    message: str  # Polish, addressed to the official, says exactly what to correct
+    code: str  # MISSING | INVALID | UNKNOWN_EVENT | WARNING
+
+
+@dataclass(frozen=True)
+class Registrant:
+    """One person as understood from one form; complete when no problem blocks registration."""
+
+    name: str | None
+    position: str | None
+    city: str | None
+    email: str | None
+    phone: str | None  # E.164 when it parsed, else as written (with a warning)
+    events: tuple[str, ...]  # event ids, in campaign order
+    problems: tuple[Problem, ...] = ()  # errors: any of them makes the registrant incomplete
+    warnings: tuple[Problem, ...] = ()
+
+    @property
+    def complete(self) -> bool:
+        """True when nothing has to be corrected (warnings do not count)."""
+        return not any(p.code != WARNING for p in self.problems)
+
+
+# --- folding ------------------------------------------------------------------------------------
+
+_SEPARATOR_CHARS = frozenset("/,;+&\n")
+# ł has no Unicode decomposition, so NFKD alone leaves it (and "Łódź" would not match "lodz").
+_POLISH = str.maketrans("łŁ", "lL")
+
+
+def _fold_char(char: str) -> str:
+    if char in _SEPARATOR_CHARS:
+        return char
+    if char.isspace() or unicodedata.category(char)[0] in "PS":
+        return " "  # dashes, quotes, brackets, dots: „Smart City – …” == "smart city"
+    base = "".join(c for c in unicodedata.normalize("NFKD", char) if not unicodedata.combining(c))
+    base = base.lower()
+    return base if len(base) == 1 else char  # one char in, one out: spans index the original
+
+
+def _fold(text: str) -> str:
+    """Lower case, no diacritics, punctuation as spaces; same length as `text` (NFC input)."""
+    return "".join(_fold_char(c) for c in text.translate(_POLISH))
+
+
+def _tidy(value: str) -> str:
+    """The value with runs of whitespace (newlines, tabs, NBSP) as one space."""
+    return " ".join(value.split())
+
+
+def _words(value: str) -> str:
+    """Folded words of `value` joined by single spaces, separators dropped: for comparisons."""
+    return " ".join(re.sub(r"[/,;+&]", " ", _fold(unicodedata.normalize("NFC", value))).split())
+
+
+# What people write into a field they have nothing for; compared folded, punctuation dropped.
+# Values without any letter or digit ("-", "...", "—") are placeholders too.
+_PLACEHOLDERS = frozenset({
+    "", "brak", "x", "xx", "xxx", "nie dotyczy", "nd", "n d", "n a", "na", "none", "null",
+    "nie", "nic", "tbd", "todo", "jw", "j w",
+})
+
+
+def _is_placeholder(value: str) -> bool:
+    return _words(value) in _PLACEHOLDERS
+
+
+def _quote(value: str, limit: int = 60) -> str:
+    """A value as written, on one line and shortened, inside Polish quotes."""
+    text = _tidy(value)
+    return f"„{text if len(text) <= limit else text[: limit - 1] + '…'}”"
+
+
+# --- events -------------------------------------------------------------------------------------
+
+_ALL_WORDS = ("oba", "obie", "obu", "obydwa", "obydwie", "obydwu", "wszystkie", "wszystkich",
+              "both", "all")
+_SEPARATOR = re.compile(r"[/,;+&\n]|(?<!\S)(?:i|oraz|and)(?!\S)")
+_MIN_SUBSTRING = 3  # shorter aliases ("sc") only match a whole part, never inside one
+_MIN_STEM = 5  # words this long may be inflected: "w warsztacie", "do naboru", "Inicjatywy"
+
+
+@dataclass(frozen=True)
+class _Term:
+    words: str  # folded
+    event_id: str | None  # None: every event
+
+    def pattern(self) -> re.Pattern[str]:
+        parts = [
+            re.escape(w[:-1]) + r"\w{0,4}" if w.isalpha() and len(w) >= _MIN_STEM else re.escape(w)
+            for w in self.words.split()
+        ]
+        # Words of a term may not span a line break: a newline separates events.
+        return re.compile(r"(?<!\w)" + r"[^\S\n]+".join(parts) + r"(?!\w)")
+
+
+def _terms(events: Sequence[Event]) -> list[_Term]:
+    terms = {_Term(w, None) for w in _ALL_WORDS}
+    for event in events:
+        names = (event.id, event.title, *event.aliases)
+        terms.update(_Term(_words(name), event.id) for name in names)
+    return sorted((t for t in terms if t.words), key=lambda t: (t.words, t.event_id or ""))
+
+
+def _find_spans(folded: str, terms: Iterable[_Term]) -> list[tuple[int, int, str | None]]:
+    """Non-overlapping term matches, the longest first (the full title beats its "warsztat")."""
+    found = [(m.start(), m.end(), t.event_id) for t in terms if len(t.words) >= _MIN_SUBSTRING
+             for m in t.pattern().finditer(folded)]
+    found.sort(key=lambda span: (span[0] - span[1], span[0]))
+    taken: list[tuple[int, int, str | None]] = []
+    for span in found:
+        if all(span[1] <= s[0] or span[0] >= s[1] for s in taken):
+            taken.append(span)
+    return taken
+
+
+def _parts(folded: str, spans: Sequence[tuple[int, int, str | None]]) -> list[tuple[int, int]]:
+    """(start, end) of the parts between separators; a separator inside a match (the " i " of
+    "doświadczenia i wyzwania") does not split."""
+    cuts = [(m.start(), m.end()) for m in _SEPARATOR.finditer(folded)
+            if not any(s <= m.start() and m.end() <= e for s, e, _ in spans)]
+    bounds = [0, *(x for cut in cuts for x in cut), len(folded)]
+    return list(zip(bounds[::2], bounds[1::2], strict=True))
+
+
+def match_events(text: str, events: Sequence[Event]) -> tuple[tuple[str, ...], list[str]]:
+    """Event ids named in a `Wydarzenie` value (campaign order) and the parts that named none."""
+    original = unicodedata.normalize("NFC", text)
+    folded = _fold(original)
+    terms = _terms(events)
+    short = {t.words: t.event_id for t in terms if len(t.words) < _MIN_SUBSTRING}
+    spans = _find_spans(folded, terms)
+    chosen: set[str | None] = set()
+    unknown: list[str] = []
+    for start, end in _parts(folded, spans):
+        inside = {eid for s, e, eid in spans if start <= s and e <= end}
+        whole = " ".join(folded[start:end].split())
+        if inside:
+            chosen |= inside
+        elif whole in short:
+            chosen.add(short[whole])
+        elif any(c.isalnum() for c in whole):
+            unknown.append(_tidy(original[start:end]))
+    ids = tuple(e.id for e in events if None in chosen or e.id in chosen)
+    return ids, unknown
+
+
+def _choice_name(event: Event) -> str:
+    """What to type for an event: its first alias (acronyms like "pim" in capitals), else id."""
+    name = event.aliases[0] if event.aliases else event.id
+    return name.upper() if name.isalpha() and len(name) <= 4 else name
+
+
+def _choices(events: Sequence[Event]) -> str:
+    """„warsztat” (Warsztat „Smart City – …”), „PIM” (Partnerska …) lub „oba”."""
+    names = []
+    for event in events:
+        name = _choice_name(event)
+        same = _words(name) == _words(event.title)
+        names.append(f"„{name}”" if same else f"„{name}” ({event.title})")
+    if len(events) == 2:
+        names.append("„oba”")
+    elif len(events) > 2:
+        names.append("„wszystkie”")
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " lub " + names[-1]
+
+
+def _check_events(value: str, events: Sequence[Event]) -> tuple[tuple[str, ...], list[Problem]]:
+    if _is_placeholder(value):
+        if len(events) == 1:  # SPEC §6: empty with a single event means that event
+            return (events[0].id,), []
+        return (), [Problem("event", "Pole „Wydarzenie” jest puste – prosimy wpisać, na które "
+                            f"wydarzenie zgłaszają się Państwo: {_choices(events)}.", MISSING)]
+    ids, unknown = match_events(value, events)
+    if unknown:
+        quoted = ", ".join(_quote(part) for part in unknown)
+        noun = "wydarzenia" if len(unknown) == 1 else "wydarzeń"
+        return ids, [Problem("event", f"Nie rozpoznaliśmy {noun} {quoted} w polu "
+                             f"„Wydarzenie” – prosimy wpisać: {_choices(events)}.",
+                             UNKNOWN_EVENT)]
+    return ids, []
+
+
+# --- people and addresses -------------------------------------------------------------------------
+
+_MIN_LETTERS = 2
+
+
+def _check_text(value: str, field_name: str, label: str, wanted: str) -> tuple[str | None,
+                                                                              list[Problem]]:
+    """A required free-text field (name, city): present, not a placeholder, has letters."""
+    if not value.strip():
+        return None, [Problem(field_name, f"Pole „{label}” jest puste – prosimy podać {wanted}.",
+                              MISSING)]
+    if _is_placeholder(value):
+        return None, [Problem(field_name, f"Pole „{label}” nie zostało wypełnione (wpisano "
+                              f"{_quote(value)}) – prosimy podać {wanted}.", MISSING)]
+    letters = sum(c.isalpha() for c in value)
+    if letters < _MIN_LETTERS or "@" in value:  # "12345", "J", an address in the wrong field
+        return None, [Problem(field_name, f"W polu „{label}” wpisano {_quote(value)} – prosimy "
+                              f"podać {wanted}.", INVALID)]
+    return _tidy(value), []
+
+
+def _normal_email(value: str) -> str | None:
+    """The address normalised by email-validator (domain lower-cased), or None if invalid."""
+    candidate = value.strip()
+    if "<" in candidate and ">" in candidate:  # "Jan Kowalski <jan@…>"
+        candidate = parseaddr(candidate)[1]
+    try:
+        return validate_email(candidate.rstrip("."), check_deliverability=False).normalized
+    except EmailNotValidError:
+        return None
+
+
+def _check_email(value: str, sender: str) -> tuple[str | None, list[Problem]]:
+    if _is_placeholder(value):
+        # SPEC §6: no address in the form means the sender's own.
+        address = _normal_email(parseaddr(sender)[1]) if sender.strip() else None
+        if address is None:
+            return None, [Problem("email", "Pole „E-mail” jest puste – prosimy podać adres "
+                                  "e-mail osoby zgłaszanej.", MISSING)]
+        return address, []
+    address = _normal_email(value)
+    if address is None:
+        return None, [Problem("email", f"Adres e-mail {_quote(value)} jest niepoprawny – prosimy "
+                              "sprawdzić jego pisownię i podać adres w postaci nazwa@domena.pl.",
+                              INVALID)]
+    return address, []
+
+
+def _check_phone(value: str) -> tuple[str | None, list[Problem]]:
+    """Optional: E.164 when it is a valid number (Polish unless prefixed), else a warning."""
+    if _is_placeholder(value):
+        return None, []
+    try:
+        number = phonenumbers.parse(value, "PL")
+    except phonenumbers.NumberParseException:
+        number = None
+    if number is not None and phonenumbers.is_valid_number(number):
+        return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164), []
+    return _tidy(value), [Problem("phone", f"Numer telefonu {_quote(value)} nie wygląda na "
+                                  "poprawny – zapisaliśmy go tak, jak został podany; prosimy "
+                                  "go sprawdzić.", WARNING)]
+
+
+@dataclass
+class _Found:
+    problems: list[Problem] = field(default_factory=list)
+
+    def take(self, result: tuple[str | None, list[Problem]]) -> str | None:
+        self.problems += result[1]
+        return result[0]
+
+
+def validate_draft(values: Mapping[str, str], *, sender: str,
+                   events: Sequence[Event]) -> Registrant:
+    """Check one form's raw values (keys among FIELDS) as SPEC §6 says; never raises on input."""
+    found = _Found()
+    ids, event_problems = _check_events(values.get("event", ""), events)
+    found.problems += event_problems
+    name = found.take(_check_text(values.get("name", ""), "name", "Imię i nazwisko",
+                                  "imię i nazwisko osoby zgłaszanej"))
+    position = values.get("position", "")
+    city = found.take(_check_text(values.get("city", ""), "city", "Miasto / urząd",
+                                  "nazwę miasta lub urzędu"))
+    email = found.take(_check_email(values.get("email", ""), sender))
+    phone = found.take(_check_phone(values.get("phone", "")))
+    return Registrant(
+        name=name,
+        position=None if _is_placeholder(position) else _tidy(position),
+        city=city,
+        email=email,
+        phone=phone,
+        events=ids,
+        problems=tuple(p for p in found.problems if p.code != WARNING),
+        warnings=tuple(p for p in found.problems if p.code == WARNING),
+    )

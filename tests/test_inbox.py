@@ -1,0 +1,316 @@
+"""The inbox over real IMAP (Dovecot) with answers over real SMTP (aiosmtpd)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from email.utils import make_msgid
+from typing import Any
+
+import pytest
+
+from mailer.campaign import SUPPRESSIONS
+from mailer.clock import Clock
+from mailer.respond import ANSWERS
+from mailer.settings import load_settings
+from mailer.store import open_state
+from mailer.watcher import INBOUND, REGISTRATIONS, Watcher, WatchReport
+from tests.conftest import SmtpSink, Workspace
+from tests.dovecot import Dovecot
+
+WARSAW_SUMMER = 2  # offset in October before the 25th
+ON_TIME = datetime(2020, 10, 20, 10, 0, tzinfo=UTC)
+BETWEEN = datetime(2020, 10, 28, 9, 0, tzinfo=UTC)  # after the workshop, before PIM closes
+TOO_LATE = datetime(2020, 11, 5, 9, 0, tzinfo=UTC)
+START = datetime(2020, 10, 19, 7, 0, tzinfo=UTC)  # the rehearsal clock: before every reply
+
+FORM = """\
+Dzień dobry,
+
+zgłaszam udział.
+
+Wydarzenie (warsztat Smart City / PIM / oba): {event}
+Imię i nazwisko: {name}
+Stanowisko: Naczelnik Wydziału
+Miasto / urząd: {city}
+E-mail: {email}
+Telefon: 58 123 45 67
+
+Z poważaniem
+"""
+
+
+def reply(sender: str, body: str, *, subject: str = "Re: Zaproszenie: warsztat Smart City",
+          in_reply_to: str | None = None, headers: dict[str, str] | None = None,
+          charset: str = "utf-8") -> bytes:
+    """A reply as a mail client writes it."""
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = "rejestracja@example.com"
+    msg["Subject"] = subject
+    msg["Message-ID"] = make_msgid(domain="um.example.com")
+    msg["Date"] = "Tue, 20 Oct 2020 12:00:00 +0200"
+    if in_reply_to:
+        msg["In-Reply-To"] = in_reply_to
+        msg["References"] = in_reply_to
+    for name, value in (headers or {}).items():
+        msg[name] = value
+    msg.set_content(body, charset=charset)
+    return msg.as_bytes()
+
+
+def form(*, event: str = "oba", name: str = "Jan Kowalski", city: str = "Gdynia",
+         email: str = "") -> str:
+    return FORM.format(event=event, name=name, city=city, email=email)
+
+
+@pytest.fixture
+def inbox_ws(make_workspace: Any, smtp_sink: tuple[SmtpSink, int],
+             mailbox: tuple[Dovecot, str]) -> tuple[Workspace, SmtpSink, Dovecot, str]:
+    """A workspace reading a fresh Dovecot mailbox and answering through a recording SMTP."""
+    sink, port = smtp_sink
+    server, user = mailbox
+    ws = make_workspace(port=port, imap_port=server.port, imap_user=user, poll_seconds=1)
+    return ws, sink, server, user
+
+
+async def watch_once(ws: Workspace, now: datetime = START) -> WatchReport:
+    """One pass of the watcher, in-process, with the rehearsal clock at `now`."""
+    settings = load_settings(ws.config)
+    with open_state(settings.storage, writer=True) as store:
+        watcher = Watcher(settings, store, clock=Clock(now))
+        try:
+            return await watcher.process_once()
+        finally:
+            await watcher.close()
+
+
+def table(ws: Workspace, name: str) -> list[dict[str, Any]]:
+    with open_state(ws.state, writer=False) as store:
+        return store.all(name)
+
+
+def answers_to(sink: SmtpSink, address: str) -> list[EmailMessage]:
+    return [m.message for m in sink.messages if m.rcpt_tos == [address]]
+
+
+async def test_on_time_registration_is_confirmed_and_answered(inbox_ws: Any) -> None:
+    """A filled form received before both deadlines: registered for both, one confirmation."""
+    ws, sink, server, user = inbox_ws
+    original = reply("Jan Kowalski <jan.kowalski@gdynia.example.com>", form())
+    server.append(user, original, ON_TIME)
+    report = await watch_once(ws)
+    assert report.new == 1 and report.answers_sent == 1
+    [registration] = table(ws, REGISTRATIONS)
+    assert registration["status"] == "complete"
+    assert registration["events"] == {"smart-city": "confirmed", "pim": "confirmed"}
+    assert registration["phone"] == "+48581234567"
+    assert registration["email"] == "jan.kowalski@gdynia.example.com"
+    [answer] = answers_to(sink, "jan.kowalski@gdynia.example.com")
+    assert str(answer["Subject"]) == "Re: Zaproszenie: warsztat Smart City"
+    assert str(answer["Auto-Submitted"]) == "auto-replied"
+    sent_id = str(answer["In-Reply-To"])
+    assert sent_id and sent_id in str(answer["References"])
+    text = answer.get_body(preferencelist=("plain",)).get_content()  # type: ignore[union-attr]
+    assert "Jan Kowalski" in text and "26 października 2020" in text
+    assert sink.messages[0].mail_from == "rejestracja@example.com"
+
+
+async def test_reread_changes_nothing(inbox_ws: Any) -> None:
+    """A second pass and a UIDVALIDITY change re-read nothing twice and answer nothing twice."""
+    ws, sink, server, user = inbox_ws
+    server.append(user, reply("a@gdansk.example.com", form(city="Gdańsk")), ON_TIME)
+    await watch_once(ws)
+    assert (await watch_once(ws)).new == 0
+    server.reset_uidvalidity(user, 4242)
+    again = await watch_once(ws)
+    assert again.new == 0 and again.answers_sent == 0
+    assert len(sink.messages) == 1 and len(table(ws, INBOUND)) == 1
+
+
+async def test_late_for_workshop_but_on_time_for_pim(inbox_ws: Any) -> None:
+    """After the workshop's deadline: PIM confirmed, workshop late, one confirmation naming it."""
+    ws, _sink, server, user = inbox_ws
+    server.append(user, reply("b@lodz.example.com", form(city="Łódź")), BETWEEN)
+    await watch_once(ws)
+    [registration] = table(ws, REGISTRATIONS)
+    assert registration["events"] == {"smart-city": "late", "pim": "confirmed"}
+    [answer] = table(ws, ANSWERS)
+    assert answer["template"] == "confirmation" and answer["status"] == "sent"
+
+
+async def test_all_late_gets_a_late_notice(inbox_ws: Any) -> None:
+    """After every deadline the answer is the late notice."""
+    ws, sink, server, user = inbox_ws
+    server.append(user, reply("c@opole.example.com", form(city="Opole")), TOO_LATE)
+    await watch_once(ws)
+    [answer] = table(ws, ANSWERS)
+    assert answer["template"] == "late_notice"
+    assert answers_to(sink, "c@opole.example.com")
+
+
+async def test_incomplete_then_completed_in_the_thread(inbox_ws: Any) -> None:
+    """A form without the city asks for it; the reply with the city completes one registration."""
+    ws, sink, server, user = inbox_ws
+    server.append(user, reply("d@torun.example.com", form(city="")), ON_TIME)
+    await watch_once(ws)
+    [first] = answers_to(sink, "d@torun.example.com")
+    body = first.get_body(preferencelist=("plain",)).get_content()  # type: ignore[union-attr]
+    assert "Miasto" in body
+    assert table(ws, REGISTRATIONS)[0]["status"] == "incomplete"
+    correction = reply("d@torun.example.com", "Miasto / urząd: Toruń\n",
+                       subject=f"Re: {first['Subject']}", in_reply_to=str(first["Message-ID"]))
+    server.append(user, correction, ON_TIME + timedelta(hours=2))
+    await watch_once(ws)
+    [registration] = table(ws, REGISTRATIONS)
+    assert registration["status"] == "complete" and registration["city"] == "Toruń"
+    assert registration["name"] == "Jan Kowalski"
+    assert len(registration["history"]) == 1
+    templates = sorted(a["template"] for a in table(ws, ANSWERS))
+    assert templates == ["confirmation", "incomplete"]
+    assert not str(answers_to(sink, "d@torun.example.com")[1]["Subject"]).startswith("Re: Re:")
+
+
+async def test_two_registrants_in_one_reply(inbox_ws: Any) -> None:
+    """Two filled forms in one reply are two registrations and one answer to the sender."""
+    ws, sink, server, user = inbox_ws
+    body = form(name="Anna Nowak", email="anna@kielce.example.com", city="Kielce") + "\n" + \
+        form(name="Piotr Wiśniewski", email="piotr@kielce.example.com", city="Kielce",
+             event="PIM")
+    server.append(user, reply("sekretariat@kielce.example.com", body), ON_TIME)
+    await watch_once(ws)
+    people = {r["email"]: r for r in table(ws, REGISTRATIONS)}
+    assert set(people) == {"anna@kielce.example.com", "piotr@kielce.example.com"}
+    assert people["piotr@kielce.example.com"]["events"] == {"pim": "confirmed"}
+    assert len(sink.messages) == 1
+    assert sink.messages[0].rcpt_tos == ["sekretariat@kielce.example.com"]  # never a typed one
+
+
+async def test_unsubscribe_suppresses_and_answers(inbox_ws: Any) -> None:
+    """'wypisz' suppresses the address (send skips it) and gets a short answer."""
+    ws, _sink, server, user = inbox_ws
+    server.append(user, reply("e@rzeszow.example.com", "Proszę mnie wypisać z listy.\n",
+                              subject="wypisz"), ON_TIME)
+    await watch_once(ws)
+    with open_state(ws.state, writer=False) as store:
+        assert store.get(SUPPRESSIONS, "e@rzeszow.example.com")["reason"] == "unsubscribed"
+    assert table(ws, ANSWERS)[0]["template"] == "unsubscribed"
+
+
+async def test_cancellation_cancels_the_registration(inbox_ws: Any) -> None:
+    """'Rezygnuję z udziału' after a registration cancels it and answers."""
+    ws, _sink, server, user = inbox_ws
+    server.append(user, reply("f@olsztyn.example.com", form(city="Olsztyn")), ON_TIME)
+    server.append(user, reply("f@olsztyn.example.com", "Rezygnuję z udziału w warsztacie.\n"),
+                  ON_TIME + timedelta(days=1))
+    await watch_once(ws)
+    [registration] = table(ws, REGISTRATIONS)
+    assert registration["status"] == "cancelled"
+    assert sorted(a["template"] for a in table(ws, ANSWERS)) == ["cancelled", "confirmation"]
+
+
+async def test_auto_reply_is_stored_not_answered(inbox_ws: Any) -> None:
+    """An out-of-office is stored with its kind and gets no answer."""
+    ws, sink, server, user = inbox_ws
+    server.append(user, reply("g@opole.example.com", "Jestem poza biurem do 30.10.\n",
+                              subject="Odpowiedź automatyczna: Zaproszenie",
+                              headers={"Auto-Submitted": "auto-replied"}), ON_TIME)
+    await watch_once(ws)
+    [inbound] = table(ws, INBOUND)
+    assert inbound["kind"] == "auto_reply"
+    assert sink.messages == [] and table(ws, ANSWERS) == []
+
+
+async def test_bounce_suppresses_without_answer(inbox_ws: Any) -> None:
+    """A DSN marks the failed address bounced and suppressed; nothing is answered."""
+    ws, sink, server, user = inbox_ws
+    dsn = (
+        b"From: MAILER-DAEMON@mx.example.com\r\nTo: rejestracja@example.com\r\n"
+        b"Subject: Undelivered Mail Returned to Sender\r\nMessage-ID: <dsn1@mx.example.com>\r\n"
+        b"MIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status;"
+        b' boundary="B"\r\n\r\n--B\r\nContent-Type: text/plain\r\n\r\nFailed.\r\n'
+        b"--B\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx\r\n\r\n"
+        b"Final-Recipient: rfc822; h.nowak@bialystok.example.com\r\nAction: failed\r\n"
+        b"Status: 5.1.1\r\n\r\n--B--\r\n")
+    server.append(user, dsn, ON_TIME)
+    await watch_once(ws)
+    with open_state(ws.state, writer=False) as store:
+        assert store.get(SUPPRESSIONS, "h.nowak@bialystok.example.com")["reason"] == "bounced"
+    assert sink.messages == []
+
+
+async def test_backlog_before_the_first_start_is_not_answered(inbox_ws: Any) -> None:
+    """Messages older than the watermark are stored for review and never answered."""
+    ws, sink, server, user = inbox_ws
+    server.append(user, reply("old@gdynia.example.com", form()), START - timedelta(days=30))
+    await watch_once(ws)
+    [inbound] = table(ws, INBOUND)
+    assert inbound["review"] and "before the campaign" in inbound["review"]
+    assert sink.messages == [] and table(ws, REGISTRATIONS) == []
+
+
+async def test_daily_answer_limit(inbox_ws: Any, make_workspace: Any,
+                                  smtp_sink: tuple[SmtpSink, int]) -> None:
+    """More messages than max_per_sender_per_day from one address get at most that many answers."""
+    _ws, sink, server, user = inbox_ws
+    limited = make_workspace(port=smtp_sink[1], imap_port=server.port, imap_user=user,
+                             max_answers=2, name="limited")
+    for n in range(4):
+        server.append(user, reply("i@kielce.example.com", f"Pytanie {n}: czy będzie nagranie?\n"
+                                  + form(city="Kielce")), ON_TIME + timedelta(minutes=n))
+    await watch_once(limited)
+    assert len(answers_to(sink, "i@kielce.example.com")) == 2
+    assert len(table(limited, INBOUND)) == 4
+
+
+async def test_smtp_down_while_answering(inbox_ws: Any) -> None:
+    """With the SMTP server refusing, the answer waits; once it is back it is sent once."""
+    ws, sink, server, user = inbox_ws
+    sink.data_replies = ["451 4.3.0 try later"]
+    server.append(user, reply("j@gdynia.example.com", form()), ON_TIME)
+    first = await watch_once(ws)
+    assert first.answers_pending == 1 and sink.messages == []
+    second = await watch_once(ws)
+    assert second.answers_sent == 1 and len(sink.messages) == 1
+    await watch_once(ws)
+    assert len(sink.messages) == 1
+
+
+async def test_idle_delivers_a_new_reply_quickly(inbox_ws: Any) -> None:
+    """With IDLE a reply appended while the watcher waits is answered within 5 s."""
+    ws, sink, server, user = inbox_ws
+    settings = load_settings(ws.config)
+    stop = asyncio.Event()
+    with open_state(settings.storage, writer=True) as store:
+        watcher = Watcher(settings, store, clock=Clock(START))
+        task = asyncio.create_task(watcher.run(stop))
+        await asyncio.sleep(0.5)
+        appended = asyncio.get_running_loop().time()
+        await asyncio.to_thread(server.append, user, reply("k@gdynia.example.com", form()),
+                                ON_TIME)
+        while not sink.messages:
+            assert asyncio.get_running_loop().time() - appended < 5
+            await asyncio.sleep(0.05)
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        await watcher.close()
+
+
+def test_inspect_json(make_workspace: Any, tmp_path: Any) -> None:
+    """`mailer inspect --json` prints the object of SPEC §9 and stores nothing."""
+    ws = make_workspace()
+    eml = tmp_path / "reply.eml"
+    eml.write_bytes(reply("Jan Kowalski <jan.kowalski@gdynia.example.com>",
+                          form(event="PIM i warsztat")))
+    result = ws.run("inspect", str(eml), "--received", "2020-10-28T12:00:00+01:00", "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["kind"] == "registration"
+    assert data["sender"] == "jan.kowalski@gdynia.example.com"
+    assert data["received"] == "2020-10-28T12:00:00+01:00"
+    assert data["registrants"][0]["events"] == {"smart-city": "late", "pim": "confirmed"}
+    assert data["registrants"][0]["phone"] == "+48581234567"
+    assert data["answer"] == "confirmation" and data["bounced"] == []
+    assert not ws.state.exists()
