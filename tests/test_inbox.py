@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import make_msgid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -314,3 +321,86 @@ def test_inspect_json(make_workspace: Any, tmp_path: Any) -> None:
     assert data["registrants"][0]["phone"] == "+48581234567"
     assert data["answer"] == "confirmation" and data["bounced"] == []
     assert not ws.state.exists()
+
+
+async def test_over_size_message_is_kept_as_headers(inbox_ws: Any, make_workspace: Any,
+                                                    smtp_sink: tuple[SmtpSink, int]) -> None:
+    """A message over max_message_bytes is stored from its headers only, for review."""
+    _ws, sink, server, user = inbox_ws
+    small = make_workspace(port=smtp_sink[1], imap_port=server.port, imap_user=user,
+                           poll_seconds=1, name="small")
+    text = small.config.read_text()
+    assert "poll_seconds = 1\n" in text
+    small.config.write_text(text.replace("poll_seconds = 1\n",
+                                         "poll_seconds = 1\nmax_message_bytes = 2048\n"))
+    server.append(user, reply("big@gdynia.example.com", form() + "x" * 5000), ON_TIME)
+    await watch_once(small)
+    [inbound] = table(small, INBOUND)
+    assert inbound["headers_only"] and "over-size" in inbound["review"]
+    assert inbound["sender"] == "big@gdynia.example.com"
+    assert sink.messages == []
+
+
+async def test_server_restart_during_idle(make_workspace: Any, smtp_sink: tuple[SmtpSink, int],
+                                          tmp_path_factory: Any,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dovecot restarted while the watcher idles: it reconnects and catches up by itself."""
+    root = Path(tempfile.mkdtemp(prefix="mailer-dovecot-"))
+    server = Dovecot(root)
+    server.start()
+    monkeypatch.setenv("MAILER_IMAP_PASSWORD", server.password)
+    ws = make_workspace(port=smtp_sink[1], imap_port=server.port, imap_user="rejestracja",
+                        poll_seconds=1)
+    settings = load_settings(ws.config)
+    stop = asyncio.Event()
+    try:
+        with open_state(settings.storage, writer=True) as store:
+            watcher = Watcher(settings, store, clock=Clock(START))
+            task = asyncio.create_task(watcher.run(stop))
+            await asyncio.sleep(0.5)
+            await asyncio.to_thread(server.restart)
+            await asyncio.to_thread(server.append, "rejestracja",
+                                    reply("l@gdynia.example.com", form()), ON_TIME)
+            started = asyncio.get_running_loop().time()
+            while not smtp_sink[0].messages:
+                assert asyncio.get_running_loop().time() - started < 30, "did not catch up"
+                await asyncio.sleep(0.1)
+            stop.set()
+            await asyncio.wait_for(task, 10)
+            await watcher.close()
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_kill_9_while_processing(inbox_ws: Any) -> None:
+    """`mailer watch` killed twice mid-work: each reply is then registered and answered once."""
+    ws, sink, server, user = inbox_ws
+    senders = [f"p{n}@miasto{n}.example.com" for n in range(60)]
+    for n, sender in enumerate(senders):
+        server.append(user, reply(sender, form(name=f"Osoba Numer{n}", city=f"Miasto{n}")),
+                      ON_TIME + timedelta(minutes=n))
+    env = {**os.environ, "MAILER_CONFIG": str(ws.config),
+           "MAILER_NOW": "2020-10-19T09:00:00+02:00", "MAILER_IMAP_PASSWORD": server.password}
+    sink.delay = 0.02
+    for wait_for_answers in (0, 20):
+        proc = subprocess.Popen([sys.executable, "-m", "mailer", "watch"], env=env,
+                                cwd=ws.root, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        if wait_for_answers:
+            while len(sink.messages) < wait_for_answers:
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.01)
+        else:
+            time.sleep(0.9)  # mid-fetch or mid-batch, before the commit
+        proc.kill()
+        proc.wait()
+    result = ws.run("watch", "--once", timeout=60)
+    assert result.returncode == 0, result.stderr
+    registrations = table(ws, REGISTRATIONS)
+    assert sorted(r["sender"] for r in registrations) == sorted(senders)
+    answered = [m.rcpt_tos[0] for m in sink.messages]
+    assert set(answered) == set(senders)
+    assert len(answered) - len(senders) <= 2  # at most the one in flight per kill
+    assert all(a["status"] == "sent" for a in table(ws, ANSWERS))
