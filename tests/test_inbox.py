@@ -404,3 +404,38 @@ def test_kill_9_while_processing(inbox_ws: Any) -> None:
     assert set(answered) == set(senders)
     assert len(answered) - len(senders) <= 2  # at most the one in flight per kill
     assert all(a["status"] == "sent" for a in table(ws, ANSWERS))
+
+
+def test_run_sends_watches_and_stops_on_sigterm(inbox_ws: Any) -> None:
+    """`mailer run` sends the invitations, answers a reply, and exits 0 on SIGTERM."""
+    ws, sink, server, user = inbox_ws
+    env = {**os.environ, "MAILER_CONFIG": str(ws.config),
+           "MAILER_NOW": "2020-10-19T09:00:00+02:00", "MAILER_IMAP_PASSWORD": server.password}
+    proc = subprocess.Popen([sys.executable, "-m", "mailer", "run"], env=env, cwd=ws.root,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while len(sink.messages) < 5:  # the five invitations of the workspace
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.05)
+        server.append(user, reply("osoba1@miasto1.example.com", form()), ON_TIME)
+        invitation = next(m.message for m in sink.messages
+                          if m.rcpt_tos == ["osoba2@miasto2.example.com"])
+        colleague = reply("kolega@urzad.example.org", form(city="UM Kraków"),
+                          in_reply_to=str(invitation["Message-ID"]))
+        server.append(user, colleague, ON_TIME)
+        while len(sink.messages) < 7:
+            assert time.monotonic() < deadline and proc.poll() is None, "reply not answered"
+            time.sleep(0.05)
+        proc.terminate()
+        out, err = proc.communicate(timeout=15)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert "stopped; state saved" in out
+    assert [m.rcpt_tos[0] for m in sink.messages].count("osoba1@miasto1.example.com") == 2
+    people = {r["sender"]: r for r in table(ws, REGISTRATIONS)}
+    assert people["osoba1@miasto1.example.com"]["invitation"]["by"] == "address"
+    forwarded = people["kolega@urzad.example.org"]["invitation"]
+    assert forwarded == {"contact": "osoba2@miasto2.example.com", "city": "Kraków",
+                         "by": "message-id"}
