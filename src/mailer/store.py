@@ -256,6 +256,7 @@ class Store:
         if writer:
             try:
                 folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+                folder.chmod(0o700)  # personal data: owner only, even for a folder from git
             except OSError as err:
                 raise StateError(f"{folder}: cannot create the state folder: {err}") from err
             store.lock.acquire()

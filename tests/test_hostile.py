@@ -1,0 +1,101 @@
+"""Hostile input and transports: fuzzed messages, stripped STARTTLS, secrets kept out of sight."""
+
+from __future__ import annotations
+
+import email.policy
+import random
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mailer.errors import DeliveryError
+from mailer.settings import Event, SmtpSettings
+from mailer.smtp_client import SmtpSession
+from mailer.understand import parse_bytes, reading_json, understand
+from tests.conftest import SmtpSink
+
+EVENTS = (
+    Event(id="smart-city", title="Warsztat „Smart City”",
+          deadline=datetime(2020, 10, 26, 8, 0, tzinfo=UTC), aliases=("warsztat",)),
+    Event(id="pim", title="PIM", deadline=datetime(2020, 11, 2, 22, 59, tzinfo=UTC),
+          aliases=("pim",)),
+)
+RECEIVED = datetime(2020, 10, 20, 10, 0, tzinfo=UTC)
+SAMPLES = sorted((Path(__file__).parent / "data").rglob("*.eml"))
+
+HEADER_NAMES = st.sampled_from(["From", "To", "Subject", "Content-Type", "Message-ID",
+                                "In-Reply-To", "References", "Auto-Submitted", "Return-Path",
+                                "Content-Transfer-Encoding", "MIME-Version", "Precedence"])
+TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=200)
+
+
+@st.composite
+def raw_messages(draw: Any) -> bytes:
+    """A message built from random headers and bodies, including broken MIME."""
+    lines = [f"{draw(HEADER_NAMES)}: {draw(TEXT)}" for _ in range(draw(st.integers(0, 8)))]
+    boundary = draw(st.sampled_from(["B", "", '"', "=_x"]))
+    if draw(st.booleans()):
+        subtype = draw(st.sampled_from(["mixed", "report", "alternative"]))
+        charset = draw(st.sampled_from(["x-bad", "utf-8", "iso-8859-2", "cp1250"]))
+        lines.append(f'Content-Type: multipart/{subtype}; boundary="{boundary}"; '
+                     f"charset={charset}")
+    body = draw(TEXT) + f"\n--{boundary}\nContent-Type: text/html\n\n" + draw(TEXT)
+    head = "\r\n".join(lines).encode("utf-8", "surrogateescape")
+    return head + b"\r\n\r\n" + body.encode("utf-8", "surrogateescape")
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(raw_messages())
+def test_reading_never_raises_on_generated_messages(raw: bytes) -> None:
+    """The whole reading pipeline survives random headers, charsets and broken MIME."""
+    reading = understand(raw, received=RECEIVED, events=EVENTS)
+    assert reading_json(reading, None)["kind"] in {
+        "registration", "cancellation", "unsubscribe", "bounce", "auto_reply", "other"}
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(SAMPLES), st.randoms(use_true_random=False))
+def test_reading_never_raises_on_mutated_samples(path: Path, rnd: random.Random) -> None:
+    """Real replies and bounces with bytes flipped, cut or duplicated still read without error."""
+    data = bytearray(path.read_bytes())
+    for _ in range(rnd.randint(1, 12)):
+        at = rnd.randrange(len(data))
+        action = rnd.choice(["flip", "cut", "dup", "nl"])
+        if action == "flip":
+            data[at] = rnd.randrange(256)
+        elif action == "cut":
+            del data[at:at + rnd.randint(1, 200)]
+        elif action == "dup":
+            data[at:at] = data[at:at + rnd.randint(1, 200)]
+        else:
+            data[at:at] = b"\r\n"
+        if not data:
+            data = bytearray(b"\r\n")
+    understand(bytes(data), received=RECEIVED, events=EVENTS)
+
+
+async def test_stripped_starttls_sends_no_credentials(smtp_sink: tuple[SmtpSink, int]) -> None:
+    """security=starttls against a server offering no STARTTLS: clear error, no AUTH, no mail."""
+    sink, port = smtp_sink
+    settings_ = SmtpSettings(port=port, security="starttls", username="organizer",
+                             timeout=5)
+    session = SmtpSession(settings_, envelope_from="rejestracja@example.com",
+                          password="tajne-haslo")
+    try:
+        await session.send("a@example.com", b"Subject: x\r\n\r\nbody\r\n")
+    except DeliveryError as err:
+        assert "STARTTLS" in str(err) and "tajne-haslo" not in str(err)
+    else:
+        raise AssertionError("a stripped STARTTLS must stop the run")
+    finally:
+        await session.close()
+    assert sink.messages == []
+    assert "tajne-haslo" not in repr(session) and "tajne-haslo" not in repr(settings_)
+
+
+def test_policy_default_is_what_we_parse_with() -> None:
+    """The fuzzed pipeline uses the modern email policy (the one that raises on bad headers)."""
+    assert parse_bytes(b"Subject: x\r\n\r\n").policy == email.policy.default
