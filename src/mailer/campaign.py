@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from mailer.audit import AuditLog
 from mailer.contacts import Contact
 from mailer.render import OutgoingMessage, Renderer
 from mailer.settings import Settings
@@ -89,7 +90,7 @@ class CampaignSender:
                  kind: str = "invitation", template: str | None = None,
                  now: Callable[[], datetime] = lambda: datetime.now(UTC),
                  on_progress: Callable[[SendReport], None] | None = None,
-                 retry_delay: float = 2.0) -> None:
+                 retry_delay: float = 2.0, audit: AuditLog | None = None) -> None:
         self.settings = settings
         self.renderer = renderer
         self.store = store
@@ -98,6 +99,7 @@ class CampaignSender:
         self.now = now
         self.on_progress = on_progress or (lambda report: None)
         self.retry_delay = retry_delay
+        self.audit = audit
         self.report = SendReport()
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
         self._open = 0  # jobs neither sent, refused nor deferred yet
@@ -206,6 +208,9 @@ class CampaignSender:
             "source": job.contact.source,
         }
         await self.store.put(DELIVERIES, key, doc)
+        if self.audit:
+            self.audit.record("send", kind=self.kind, to=job.contact.email, status=status,
+                              message_id=job.message.message_id, code=attempt.code)
         if status == Status.SENT:
             self.report.sent += 1
         elif status == Status.FAILED:

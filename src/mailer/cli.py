@@ -20,6 +20,7 @@ import click
 from rich.progress import Progress
 
 from mailer import __version__
+from mailer.audit import AuditLog
 from mailer.campaign import CampaignSender, SendReport, plan
 from mailer.clock import Clock, clock_from_env
 from mailer.contacts import Contact, ContactList, normalize_key, read_contacts
@@ -219,10 +220,16 @@ def send(app: App, dry_run: bool, limit: int | None, test_to: str | None, yes: b
         if todo:
             _confirm(f"Send {len(todo)} invitations of {settings.campaign.name!r} "
                      f"via {settings.smtp.host}:{settings.smtp.port}?", yes=yes)
+        audit = AuditLog(settings.storage)
         with _progress(len(todo), "sending") as progress:
             sender = CampaignSender(settings, renderer, store, now=app.clock.now,
-                                    on_progress=progress)
-            result = asyncio.run(sender.run(todo))
+                                    on_progress=progress, audit=audit)
+            if force:
+                audit.record("force", at=app.clock.now(), reason="every deadline has passed")
+            try:
+                result = asyncio.run(sender.run(todo))
+            finally:
+                audit.flush()
     _finish(result, report)
 
 
@@ -339,9 +346,10 @@ def _install_stop(stop: asyncio.Event) -> None:
 
 async def _watch(app: App, settings: Settings, *, once: bool, send_first: bool) -> WatchReport:
     with open_state(settings.storage, writer=True) as store:
+        audit = AuditLog(settings.storage)
         if send_first:
-            await _send_pending(app, settings, store)
-        watcher = Watcher(settings, store, clock=app.clock)
+            await _send_pending(app, settings, store, audit)
+        watcher = Watcher(settings, store, clock=app.clock, audit=audit)
         try:
             if once:
                 return await watcher.process_once()
@@ -353,9 +361,10 @@ async def _watch(app: App, settings: Settings, *, once: bool, send_first: bool) 
             return WatchReport()
         finally:
             await watcher.close()
+            audit.flush()
 
 
-async def _send_pending(app: App, settings: Settings, store: Any) -> None:
+async def _send_pending(app: App, settings: Settings, store: Any, audit: AuditLog) -> None:
     """`run` first sends invitations still pending, while any event is open."""
     if not settings.open_events(app.clock.now()):
         log.info("every deadline has passed: no invitations are sent")
@@ -365,7 +374,7 @@ async def _send_pending(app: App, settings: Settings, store: Any) -> None:
     todo = plan(contacts.contacts, store, kind="invitation", report=report)
     if todo:
         sender = CampaignSender(settings, Renderer(settings, now=app.clock.now()), store,
-                                now=app.clock.now)
+                                now=app.clock.now, audit=audit)
         result = await sender.run(todo)
         log.info("invitations: sent %d, refused %d, deferred %d", result.sent,
                  len(result.failed), len(result.deferred))

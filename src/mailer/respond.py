@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from mailer.audit import AuditLog
 from mailer.campaign import SUPPRESSIONS
 from mailer.decide import Answer, EventStatus
 from mailer.render import OutgoingMessage, Renderer
@@ -99,7 +100,8 @@ def build_answer(renderer: Renderer, settings: Settings, doc: Doc) -> OutgoingMe
 
 
 async def flush_outbox(store: Store, renderer: Renderer, settings: Settings,
-                       session: SmtpSession, *, now: Callable[[], datetime]) -> tuple[int, int]:
+                       session: SmtpSession, *, now: Callable[[], datetime],
+                       audit: AuditLog | None = None) -> tuple[int, int]:
     """Send every pending answer; returns (sent, still pending). Never raises for SMTP trouble."""
     sent = pending = 0
     for doc in sorted(store.all(ANSWERS), key=lambda d: d["created"]):
@@ -122,5 +124,9 @@ async def flush_outbox(store: Store, renderer: Renderer, settings: Settings,
             await store.put(ANSWERS, doc["key"], update)
             break  # the server is unwell: try again on the next round
         await store.put(ANSWERS, doc["key"], update)
+        if audit:
+            audit.record("answer", at=now(), to=doc["to"], template=doc["template"],
+                         status=update["status"], message_id=doc["message_id"],
+                         inbound=doc["inbound"], code=attempt.code)
         log.info("answer %s to %s: %s", doc["template"], doc["to"], update["status"])
     return sent, pending

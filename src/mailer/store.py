@@ -280,7 +280,11 @@ class Store:
         for record in records:
             # A {"tx": [...]} line holds the records of one message, applied all or nothing.
             for item in record.get("tx", [record]):
-                tables.setdefault(item["t"], {})[item["k"]] = item["v"]
+                table = tables.setdefault(item["t"], {})
+                if item["v"] is None:  # a deletion (RODO erasure)
+                    table.pop(item["k"], None)
+                else:
+                    table[item["k"]] = item["v"]
         self.tables = tables
 
     def get(self, table: str, key: str) -> Doc | None:
@@ -307,6 +311,17 @@ class Store:
         doc["key"] = key
         self.tables.setdefault(table, {})[key] = doc
         self._staged.append({"t": table, "k": key, "v": doc})
+
+    def stage_delete(self, table: str, key: str) -> None:
+        """Remove a document (in memory now, on disk at `commit`; gone from TinyDB at the fold)."""
+        self.tables.get(table, {}).pop(key, None)
+        self._staged.append({"t": table, "k": key, "v": None})
+
+    def commit_now(self) -> None:
+        """`commit` for code without an event loop."""
+        if self._staged:
+            items, self._staged = self._staged, []
+            self.journal.append_now([{"tx": items}])
 
     async def commit(self) -> None:
         """Write every staged change as one journal line (all or nothing after a crash)."""

@@ -13,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from mailer.audit import AuditLog
 from mailer.campaign import DELIVERIES, SUPPRESSIONS
 from mailer.classify import Kind
 from mailer.clock import Clock
@@ -87,10 +88,12 @@ class _Index:
 class Watcher:
     """Reads the inbox into the store and answers; `process_once` is one complete pass."""
 
-    def __init__(self, settings: Settings, store: Store, *, clock: Clock) -> None:
+    def __init__(self, settings: Settings, store: Store, *, clock: Clock,
+                 audit: AuditLog | None = None) -> None:
         self.settings = settings
         self.store = store
         self.clock = clock
+        self.audit = audit
         self.renderer = Renderer(settings, now=clock.now())
         self.inbox: ImapInbox | None = None
         self.smtp = SmtpSession(settings.smtp, envelope_from=settings.envelope_from,
@@ -134,6 +137,8 @@ class Watcher:
         for start in range(0, len(listed), BATCH):
             await self._process_batch(inbox, listed[start:start + BATCH], report)
         await self._flush_answers(report)
+        if self.audit:
+            self.audit.flush()
         return report
 
     async def _process_batch(self, inbox: ImapInbox, batch: Sequence[tuple[int, int]],
@@ -162,7 +167,7 @@ class Watcher:
 
     async def _flush_answers(self, report: WatchReport) -> None:
         sent, pending = await flush_outbox(self.store, self.renderer, self.settings, self.smtp,
-                                           now=self.clock.now)
+                                           now=self.clock.now, audit=self.audit)
         report.answers_sent += sent
         report.answers_pending += pending
 
@@ -188,6 +193,10 @@ class Watcher:
         self.store.stage(INBOUND, reading.key, self._inbound_doc(
             reading, item, uidvalidity, path, answer=str(answer) if answer else None,
             refusal=refusal, backlog=backlog, effects=effects))
+        if self.audit:
+            self.audit.record("receive", at=self.clock.now(), message=reading.key,
+                              uid=item.uid, sender=reading.sender, kind=str(reading.kind),
+                              answer=str(answer) if answer else None, refusal=refusal)
         log.info("uid %d %s from %s: %s%s", item.uid, reading.message_id or "(no id)",
                  reading.sender, reading.kind, f", answer {answer}" if answer else "")
         return str(reading.kind)

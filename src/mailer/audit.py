@@ -1,0 +1,102 @@
+"""The audit log: `state/audit.log`, one JSON line per action, with time and actor."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from mailer.errors import StateError
+from mailer.store import atomic_write
+
+FLUSH_EVERY = 500
+
+
+def current_actor() -> str:
+    """Who is acting: the OS user for commands (the service logs as the user it runs as)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid:{os.getuid()}"
+
+
+class AuditLog:
+    """Append-only JSON lines. Entries are buffered and fsync'd in groups (never per message:
+    the facts themselves are already durable in the journal); `flush` at the end of work."""
+
+    def __init__(self, folder: Path, *, actor: str | None = None) -> None:
+        self.path = folder / "audit.log"
+        self.actor = actor or current_actor()
+        self._buffer: list[bytes] = []
+
+    def record(self, action: str, *, at: datetime | None = None, **details: Any) -> None:
+        entry = {"at": (at or datetime.now(UTC)).isoformat(), "actor": self.actor,
+                 "action": action, **details}
+        self._buffer.append(json.dumps(entry, ensure_ascii=False).encode("utf-8") + b"\n")
+        if len(self._buffer) >= FLUSH_EVERY:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._buffer:
+            return
+        data, self._buffer = b"".join(self._buffer), []
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                os.write(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as err:
+            raise StateError(f"{self.path}: cannot write the audit log: {err}") from err
+
+    def entries(self) -> list[dict[str, Any]]:
+        """Every complete entry (a torn last line after a crash is skipped)."""
+        self.flush()
+        try:
+            lines = self.path.read_bytes().splitlines()
+        except FileNotFoundError:
+            return []
+        result = []
+        for line in lines:
+            try:
+                result.append(json.loads(line))
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                continue
+        return result
+
+    def redact(self, needles: Iterable[str], replacement: str) -> int:
+        """Erase personal data from past entries (RODO art. 17 outranks append-only).
+
+        Rewrites the file atomically; returns how many entries changed.
+        """
+        self.flush()
+        words = sorted({n for n in needles if n and len(n) > 2}, key=len, reverse=True)
+        if not words or not self.path.exists():
+            return 0
+        changed, out = 0, []
+        for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines(True):
+            new = line
+            for word in words:
+                new = _replace_folded(new, word, replacement)
+            changed += new != line
+            out.append(new)
+        if changed:
+            atomic_write(self.path, "".join(out).encode("utf-8"))
+        return changed
+
+
+def _replace_folded(text: str, word: str, replacement: str) -> str:
+    """Replace `word` in any letter case (addresses are compared case-insensitively)."""
+    lowered, target = text.casefold(), word.casefold()
+    if target not in lowered or len(lowered) != len(text):
+        return text.replace(word, replacement)
+    pieces, start = [], 0
+    while (at := lowered.find(target, start)) >= 0:
+        pieces += [text[start:at], replacement]
+        start = at + len(target)
+    return "".join([*pieces, text[start:]])
