@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,6 +22,22 @@ log = logging.getLogger(__name__)
 
 DELIVERIES = "deliveries"
 SUPPRESSIONS = "suppressions"
+META = "meta"
+
+
+def salt(store: Store) -> str:
+    """A random salt kept in the state, so hashes cannot be matched against other lists."""
+    doc = store.get(META, "salt")
+    if doc is None:
+        doc = {"value": secrets.token_hex(16)}
+        store.stage(META, "salt", doc)
+    return str(doc["value"])
+
+
+def person_hash(store: Store, key: str) -> str:
+    """What stands for an erased person (RODO): a salted hash of their address key."""
+    digest = hashlib.sha256(f"{salt(store)}\0{key}".encode()).hexdigest()
+    return f"erased:{digest[:32]}"
 
 
 class Status:
@@ -61,10 +79,11 @@ def plan(contacts: Sequence[Contact], store: Store, *, kind: str,
          report: SendReport, limit: int | None = None) -> list[Contact]:
     """The contacts still to mail: not yet sent or refused, not suppressed."""
     suppressed = store.keys(SUPPRESSIONS)
+    erased = any(k.startswith("erased:") for k in suppressed)
     todo: list[Contact] = []
     for contact in contacts:
         done = store.get(DELIVERIES, delivery_key(kind, contact.key))
-        if contact.key in suppressed:
+        if contact.key in suppressed or (erased and person_hash(store, contact.key) in suppressed):
             report.suppressed += 1
         elif done and done["status"] in (Status.SENT, Status.FAILED):
             report.already += 1

@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 import click
 from rich.progress import Progress
 
-from mailer import __version__
+from mailer import __version__, erase
 from mailer.audit import AuditLog
 from mailer.campaign import CampaignSender, SendReport, plan
 from mailer.clock import Clock, clock_from_env
@@ -300,7 +300,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
 def inspect(app: App, eml: Path, received: str | None, as_json: bool) -> None:
     """What the service makes of one message; nothing is stored or sent."""
     settings = app.settings()
-    when = _parse_received(received, settings) if received else app.clock.now()
+    when = _parse_time(received, settings, "--received") if received else app.clock.now()
     campaign = settings.campaign
     own = {a.lower() for a in (campaign.reply_to, campaign.sender_address,
                                settings.envelope_from)}
@@ -329,11 +329,11 @@ def inspect(app: App, eml: Path, received: str | None, as_json: bool) -> None:
     click.echo(f"answer: {data['answer'] or 'none'}")
 
 
-def _parse_received(value: str, settings: Settings) -> datetime:
+def _parse_time(value: str, settings: Settings, option: str) -> datetime:
     try:
         when = datetime.fromisoformat(value)
     except ValueError as err:
-        raise UsageError(f"--received {value!r}: expected ISO-8601 like "
+        raise UsageError(f"{option} {value!r}: expected ISO-8601 like "
                          "2020-10-20T12:00:00+02:00") from err
     return when if when.tzinfo else when.replace(tzinfo=settings.campaign.timezone)
 
@@ -400,3 +400,37 @@ def run(app: App) -> None:
     settings = app.settings()
     asyncio.run(_watch(app, settings, once=False, send_first=True))
     click.echo("stopped; state saved")
+
+
+@cli.command()
+@click.argument("email")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_obj
+def forget(app: App, email: str, yes: bool) -> None:
+    """Erase that person's personal data (RODO art. 17), keeping a suppression hash."""
+    settings = app.settings()
+    _confirm(f"Erase every record and message of {email}? This cannot be undone", yes=yes)
+    with open_state(settings.storage, writer=True) as store:
+        erasure = erase.forget(store, AuditLog(settings.storage), email, now=app.clock.now())
+    click.echo(f"erased {erasure.documents} records and {erasure.files} stored messages; "
+               f"redacted {erasure.audit_entries} audit entries; the address is kept only as "
+               f"{erasure.subject}, so it is never mailed again")
+    click.echo("note: copies on the mail server (the IMAP folder) are not touched", err=True)
+
+
+@cli.command()
+@click.option("--before", "before_text", required=True,
+              help="Erase people registered only for events that ended before this date.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_obj
+def purge(app: App, before_text: str, yes: bool) -> None:
+    """Erase personal data of events that have ended (RODO art. 5(1)(e))."""
+    settings = app.settings()
+    before = _parse_time(before_text, settings, "--before")
+    ends = {e.id: e.starts or e.deadline for e in settings.events}
+    _confirm(f"Erase everyone registered only for events that ended before "
+             f"{before.isoformat()}?", yes=yes)
+    with open_state(settings.storage, writer=True) as store:
+        erased = erase.purge(store, AuditLog(settings.storage), before=before,
+                             now=app.clock.now(), event_ends=ends)
+    click.echo(f"erased {len(erased)} people")

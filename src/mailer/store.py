@@ -312,6 +312,11 @@ class Store:
         self.tables.setdefault(table, {})[key] = doc
         self._staged.append({"t": table, "k": key, "v": doc})
 
+    @property
+    def staged(self) -> int:
+        """How many changes wait for `commit`."""
+        return len(self._staged)
+
     def stage_delete(self, table: str, key: str) -> None:
         """Remove a document (in memory now, on disk at `commit`; gone from TinyDB at the fold)."""
         self.tables.get(table, {}).pop(key, None)

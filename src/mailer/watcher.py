@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mailer.audit import AuditLog
-from mailer.campaign import DELIVERIES, SUPPRESSIONS
+from mailer.campaign import DELIVERIES, META, SUPPRESSIONS
 from mailer.classify import Kind
 from mailer.clock import Clock
 from mailer.contacts import Contact, read_contacts
@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 INBOUND = "inbound"
 REGISTRATIONS = "registrations"
 MAILBOX = "mailbox"
-META = "meta"
 BATCH = 100
 
 

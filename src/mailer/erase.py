@@ -1,0 +1,111 @@
+"""RODO: erase one person (art. 17) or everyone of events long over (art. 5(1)(e))."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from mailer.audit import AuditLog
+from mailer.campaign import DELIVERIES, SUPPRESSIONS, person_hash
+from mailer.contacts import normalize_key
+from mailer.respond import ANSWERS
+from mailer.store import Doc, Store, fsync_dir
+from mailer.watcher import INBOUND, REGISTRATIONS
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Erasure:
+    """What an erasure removed (counts only: the report itself holds no personal data)."""
+
+    subject: str  # the salted hash that stands for the person from now on
+    documents: int = 0
+    files: int = 0
+    audit_entries: int = 0
+    names: set[str] = field(default_factory=set)
+
+
+def forget(store: Store, audit: AuditLog, address: str, *, now: datetime,
+           suppress: bool = True) -> Erasure:
+    """Remove the person's data from every table, their raw messages and the audit log.
+
+    Keeps a salted hash in `suppressions` (with `suppress`) so they are never mailed again,
+    and anonymous traces (a delivery without address) so counts stay right.
+    """
+    key = normalize_key(address)
+    erasure = Erasure(subject=person_hash(store, key))
+    registrations = _person_registrations(store, key)
+    erasure.names = {d["name"] for d in registrations if d.get("name")}
+    messages = {m for d in registrations for m in d.get("messages", [])}
+    for doc in registrations:
+        store.stage_delete(REGISTRATIONS, doc["key"])
+    for doc in store.all(INBOUND):
+        if doc.get("sender") == key or doc["key"] in messages:
+            erasure.files += _remove_file(doc.get("path"))
+            store.stage_delete(INBOUND, doc["key"])
+    for doc in store.all(ANSWERS):
+        if doc.get("to") == key or doc.get("inbound") in messages:
+            store.stage_delete(ANSWERS, doc["key"])
+    _anonymise_deliveries(store, key, erasure.subject)
+    store.stage_delete(SUPPRESSIONS, key)
+    if suppress:
+        store.stage(SUPPRESSIONS, erasure.subject, {"reason": "erased", "at": now.isoformat()})
+    erasure.documents = store.staged
+    store.commit_now()
+    store.fold()  # rewrite TinyDB without the data and empty the journal that held it
+    erasure.audit_entries = audit.redact([key, *erasure.names], erasure.subject)
+    audit.record("forget", at=now, subject=erasure.subject, documents=erasure.documents,
+                 files=erasure.files)
+    audit.flush()
+    return erasure
+
+
+def _person_registrations(store: Store, key: str) -> list[Doc]:
+    return [d for d in store.all(REGISTRATIONS)
+            if key in (d.get("sender"), (d.get("email") or "").lower(), d["key"])]
+
+
+def _anonymise_deliveries(store: Store, key: str, subject: str) -> None:
+    for doc in store.all(DELIVERIES):
+        if doc.get("contact") == key:
+            store.stage_delete(DELIVERIES, doc["key"])
+            kind = doc.get("kind", "invitation")
+            store.stage(DELIVERIES, f"{kind}:{subject}", {
+                "kind": kind, "contact": subject, "status": doc.get("status"),
+                "at": doc.get("at"), "erased": True})
+
+
+def _remove_file(path: str | None) -> int:
+    if not path:
+        return 0
+    file = Path(path)
+    try:
+        file.unlink()
+    except FileNotFoundError:
+        return 0
+    fsync_dir(file.parent)
+    return 1
+
+
+def people_of_ended_events(store: Store, ended: Iterable[str]) -> list[str]:
+    """Addresses whose every registration concerns only events in `ended`."""
+    ended = set(ended)
+    people: dict[str, bool] = {}
+    for doc in store.all(REGISTRATIONS):
+        person = (doc.get("email") or doc.get("sender") or "").lower()
+        only_ended = set(doc.get("events", {})) <= ended
+        people[person] = people.get(person, True) and only_ended
+    return sorted(p for p, ok in people.items() if ok and p)
+
+
+def purge(store: Store, audit: AuditLog, *, before: datetime, now: datetime,
+          event_ends: dict[str, datetime]) -> list[Erasure]:
+    """Erase everyone registered only for events that ended before `before` (no suppression:
+    they asked for nothing; the campaign simply no longer needs their data)."""
+    ended = [e for e, end in event_ends.items() if end < before]
+    return [forget(store, audit, person, now=now, suppress=False)
+            for person in people_of_ended_events(store, ended)]

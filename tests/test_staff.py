@@ -1,0 +1,71 @@
+"""The clerk's side against state made by a real run: RODO erasure, audit log."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from mailer.watcher import REGISTRATIONS
+from tests.conftest import SmtpSink, Workspace
+from tests.dovecot import Dovecot
+from tests.test_inbox import ON_TIME, form, reply, table
+
+NAME = "Zofia Przybylska-Wrzos"
+ADDRESS = "osoba2@miasto2.example.com"
+
+
+def real_run(ws: Workspace, server: Dovecot, user: str) -> None:
+    """Invitations over SMTP, two replies through Dovecot, the watcher answering both."""
+    ws.run("send", "--yes", check=True)
+    server.append(user, reply(f"{NAME} <{ADDRESS.upper()}>", form(name=NAME, city="Kraków")),
+                  ON_TIME)
+    server.append(user, reply("osoba3@miasto3.example.com", form(name="Adam Nowak")), ON_TIME)
+    ws.run("watch", "--once", check=True)
+
+
+def files_mentioning(folder: Path, *needles: str) -> list[str]:
+    """Every file under `folder` whose bytes contain a needle (case-insensitive)."""
+    found = []
+    for path in folder.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes().lower()
+            found += [f"{path}: {n}" for n in needles if n.lower().encode() in data]
+    return found
+
+
+def test_forget_leaves_no_trace_in_state(make_workspace: Any, smtp_sink: tuple[SmtpSink, int],
+                                         mailbox: tuple[Dovecot, str]) -> None:
+    """After `forget`, no file under state/ holds the address or the name; never mailed again."""
+    sink, port = smtp_sink
+    server, user = mailbox
+    ws = make_workspace(port=port, imap_port=server.port, imap_user=user)
+    real_run(ws, server, user)
+    assert files_mentioning(ws.state, ADDRESS, NAME)  # the run did store them
+    refused = ws.run("forget", ADDRESS)
+    assert refused.returncode == 2  # no terminal, no --yes
+    result = ws.run("forget", ADDRESS, "--yes")
+    assert result.returncode == 0, result.stderr
+    assert files_mentioning(ws.state, ADDRESS, NAME) == []
+    assert [r["name"] for r in table(ws, REGISTRATIONS)] == ["Adam Nowak"]
+    entries = [json.loads(line) for line in (ws.state / "audit.log").read_text().splitlines()]
+    assert entries[-1]["action"] == "forget" and entries[-1]["subject"].startswith("erased:")
+    assert {"send", "receive", "answer"} <= {e["action"] for e in entries}
+    before = len(sink.messages)
+    ws.run("send", "--yes", "--force", check=True)
+    assert len(sink.messages) == before  # the erased address stays suppressed by its hash
+
+
+def test_purge_erases_people_of_ended_events(make_workspace: Any,
+                                             smtp_sink: tuple[SmtpSink, int],
+                                             mailbox: tuple[Dovecot, str]) -> None:
+    """purge --before a date after both events erases every registrant and their messages."""
+    _, port = smtp_sink
+    server, user = mailbox
+    ws = make_workspace(port=port, imap_port=server.port, imap_user=user)
+    real_run(ws, server, user)
+    result = ws.run("purge", "--before", "2020-12-01T00:00:00+01:00", "--yes")
+    assert result.returncode == 0, result.stderr
+    assert "erased 2 people" in result.stdout
+    assert table(ws, REGISTRATIONS) == []
+    assert files_mentioning(ws.state, ADDRESS, NAME, "Adam Nowak") == []
