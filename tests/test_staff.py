@@ -69,3 +69,27 @@ def test_purge_erases_people_of_ended_events(make_workspace: Any,
     assert "erased 2 people" in result.stdout
     assert table(ws, REGISTRATIONS) == []
     assert files_mentioning(ws.state, ADDRESS, NAME, "Adam Nowak") == []
+
+
+def test_remind_only_missing_cities_and_never_twice(make_workspace: Any,
+                                                    smtp_sink: tuple[SmtpSink, int],
+                                                    mailbox: tuple[Dovecot, str]) -> None:
+    """Reminders go to invited contacts of cities without a registration, once per event."""
+    sink, port = smtp_sink
+    server, user = mailbox
+    ws = make_workspace(port=port, imap_port=server.port, imap_user=user)
+    real_run(ws, server, user)  # osoba2 (Kraków) and osoba3 (Wrocław) registered for both
+    before = len(sink.messages)
+    result = ws.run("remind", "--yes", now="2020-10-22T09:00:00+02:00")
+    assert result.returncode == 0, result.stderr
+    reminded = sorted(m.rcpt_tos[0] for m in sink.messages[before:])
+    assert reminded == ["osoba0@miasto0.example.com", "osoba1@miasto1.example.com",
+                        "osoba4@miasto4.example.com"]
+    reminder = sink.messages[-1].message
+    assert str(reminder["Subject"]).startswith("Przypomnienie: ")
+    text = reminder.get_body(preferencelist=("plain",)).get_content()  # type: ignore[union-attr]
+    assert "Imię i nazwisko:" in text
+    again = ws.run("remind", "--yes", now="2020-10-23T09:00:00+02:00")
+    assert again.returncode == 0 and len(sink.messages) == before + 3
+    late = ws.run("remind", "--yes", "--event", "smart-city", now="2020-10-27T09:00:00+01:00")
+    assert late.returncode == 1 and "deadline" in late.stderr

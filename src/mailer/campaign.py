@@ -6,7 +6,7 @@ import asyncio
 import hashlib
 import logging
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -109,7 +109,8 @@ class CampaignSender:
                  kind: str = "invitation", template: str | None = None,
                  now: Callable[[], datetime] = lambda: datetime.now(UTC),
                  on_progress: Callable[[SendReport], None] | None = None,
-                 retry_delay: float = 2.0, audit: AuditLog | None = None) -> None:
+                 retry_delay: float = 2.0, audit: AuditLog | None = None,
+                 extra: Mapping[str, Any] | None = None) -> None:
         self.settings = settings
         self.renderer = renderer
         self.store = store
@@ -119,6 +120,7 @@ class CampaignSender:
         self.on_progress = on_progress or (lambda report: None)
         self.retry_delay = retry_delay
         self.audit = audit
+        self.extra = extra  # more template context (a reminder's open events)
         self.report = SendReport()
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
         self._open = 0  # jobs neither sent, refused nor deferred yet
@@ -162,7 +164,7 @@ class CampaignSender:
             job = await self._queue.get()
             if job.message is None:
                 job.message = self.renderer.invitation(job.contact, template=self.template,
-                                                       kind=self.kind)
+                                                       kind=self.kind, extra=self.extra)
             await self._attempt(session, job)
 
     async def _attempt(self, session: SmtpSession, job: _Job) -> None:

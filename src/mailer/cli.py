@@ -26,6 +26,7 @@ from mailer.clock import Clock, clock_from_env
 from mailer.contacts import Contact, ContactList, normalize_key, read_contacts
 from mailer.decide import answer_allowed
 from mailer.errors import MailerError, UsageError
+from mailer.remind import REMINDER, ReminderGroup, plan_reminders
 from mailer.render import Renderer
 from mailer.settings import Settings, load_settings, resolve_config_path
 from mailer.smtp_client import Outcome, SmtpSession
@@ -434,3 +435,49 @@ def purge(app: App, before_text: str, yes: bool) -> None:
         erased = erase.purge(store, AuditLog(settings.storage), before=before,
                              now=app.clock.now(), event_ends=ends)
     click.echo(f"erased {len(erased)} people")
+
+
+@cli.command()
+@click.option("--event", "event_id", help="Only this event (default: every open event).")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_obj
+def remind(app: App, event_id: str | None, yes: bool) -> None:
+    """Remind invited contacts whose city has not registered for an event still open."""
+    settings = app.settings()
+    now = app.clock.now()
+    events = [settings.event(event_id)] if event_id else list(settings.events)
+    if not [e for e in events if now <= e.deadline]:
+        raise MailerError("no reminder after the deadline: "
+                          + ", ".join(f"{e.id} closed {e.deadline.isoformat()}" for e in events))
+    contacts = read_contacts(settings.campaign.recipients)
+    with open_state(settings.storage, writer=True) as store:
+        groups = plan_reminders(contacts.contacts, store, events, now=now)
+        total = sum(len(g.contacts) for g in groups)
+        if total:
+            _confirm(f"Send {total} reminders?", yes=yes)
+        audit = AuditLog(settings.storage)
+        try:
+            results = asyncio.run(_send_reminders(app, settings, store, groups, audit))
+        finally:
+            audit.flush()
+    for group, result in zip(groups, results, strict=True):
+        click.echo(f"reminder for {', '.join(e.id for e in group.events)}: sent {result.sent}, "
+                   f"refused {len(result.failed)}, deferred {len(result.deferred)}")
+    if not groups:
+        click.echo("no reminders due: every invited city has registered or was reminded")
+    if any(r.pending for r in results):
+        sys.exit(EXIT_PENDING)
+
+
+async def _send_reminders(app: App, settings: Settings, store: Any,
+                          groups: list[ReminderGroup], audit: AuditLog) -> list[SendReport]:
+    renderer = Renderer(settings, now=app.clock.now())
+    renderer.templates(REMINDER, subject=f"Przypomnienie: {settings.campaign.subject}")
+    results = []
+    for group in groups:
+        todo = plan(group.contacts, store, kind=group.kind, report=SendReport())
+        sender = CampaignSender(settings, renderer, store, kind=group.kind, template=REMINDER,
+                                now=app.clock.now, audit=audit,
+                                extra={"open_events": list(group.events)})
+        results.append(await sender.run(todo))
+    return results
