@@ -99,3 +99,20 @@ async def test_stripped_starttls_sends_no_credentials(smtp_sink: tuple[SmtpSink,
 def test_policy_default_is_what_we_parse_with() -> None:
     """The fuzzed pipeline uses the modern email policy (the one that raises on bad headers)."""
     assert parse_bytes(b"Subject: x\r\n\r\n").policy == email.policy.default
+
+
+def test_dmarc_failure_at_our_mx_is_not_answered_or_applied() -> None:
+    """Our MX's dmarc=fail marks the sender forged; a header added by the sender is ignored."""
+    from mailer.classify import dmarc_failure
+
+    forged = parse_bytes(
+        b"Authentication-Results: mx.example.com; spf=fail; dmarc=fail (p=reject)"
+        b" header.from=gdynia.pl\r\nAuthentication-Results: evil.example; dmarc=pass\r\n"
+        b"From: prezydent@gdynia.pl\r\nSubject: wypisz\r\n\r\nwypisz\r\n")
+    assert dmarc_failure(forged) == "dmarc=fail at mx.example.com"
+    assert dmarc_failure(forged, "mx.example.com") == "dmarc=fail at mx.example.com"
+    planted = parse_bytes(b"Authentication-Results: mx.example.com; dmarc=pass\r\n"
+                          b"Authentication-Results: mx.example.com; dmarc=fail\r\n\r\nx")
+    assert dmarc_failure(planted) is None  # the topmost, our MX's, says pass
+    reading = understand(forged.as_bytes(), received=RECEIVED, events=EVENTS)
+    assert reading.forged and reading.kind == "unsubscribe"

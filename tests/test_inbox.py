@@ -439,3 +439,47 @@ def test_run_sends_watches_and_stops_on_sigterm(inbox_ws: Any) -> None:
     forwarded = people["kolega@urzad.example.org"]["invitation"]
     assert forwarded == {"contact": "osoba2@miasto2.example.com", "city": "Kraków",
                          "by": "message-id"}
+
+
+async def test_forged_sender_gets_nothing_applied(inbox_ws: Any) -> None:
+    """An unsubscribe that failed DMARC at our MX suppresses nobody and is answered never."""
+    ws, sink, server, user = inbox_ws
+    server.append(user, reply("prezydent@gdynia.example.com", "wypisz\n", subject="wypisz",
+                              headers={"Authentication-Results":
+                                       "mx.example.com; dmarc=fail (p=reject)"}), ON_TIME)
+    await watch_once(ws)
+    [inbound] = table(ws, INBOUND)
+    assert "not authenticated" in inbound["review"]
+    assert table(ws, SUPPRESSIONS) == [] and sink.messages == []
+
+
+async def test_flood_from_one_address_is_capped(inbox_ws: Any) -> None:
+    """60 registrations of different people from one address: 50 registered, 5 answers."""
+    ws, sink, server, user = inbox_ws
+    for n in range(60):
+        server.append(user, reply("bot@spam.example.com",
+                                  form(name=f"Osoba Numer{n}", email=f"o{n}@spam.example.com")),
+                      ON_TIME + timedelta(seconds=n))
+    await watch_once(ws)
+    assert len(table(ws, REGISTRATIONS)) == 50
+    assert len(sink.messages) == 5
+    assert sum(1 for m in table(ws, INBOUND) if m["review"]) == 10
+
+
+async def test_two_instances_answering_each_other_stop(inbox_ws: Any) -> None:
+    """A mail loop with another autoresponder stops: at once on Auto-Submitted, and at the
+    daily limit when a relay stripped it."""
+    ws, sink, server, user = inbox_ws
+    server.append(user, reply("robot@other.example.com", form()), ON_TIME)
+    for round_ in range(12):
+        await watch_once(ws)
+        if not sink.messages:
+            break
+        last = sink.messages[-1].message
+        text = last.get_body(preferencelist=("plain",)).get_content()  # type: ignore[union-attr]
+        headers = {} if round_ % 2 else {"Auto-Submitted": "auto-replied"}
+        echo = reply("robot@other.example.com", text + "\n" + form(),
+                     subject=f"Re: {last['Subject']}", in_reply_to=str(last["Message-ID"]),
+                     headers=headers)
+        server.append(user, echo, ON_TIME + timedelta(minutes=round_ + 1))
+    assert 1 <= len(answers_to(sink, "robot@other.example.com")) <= 5

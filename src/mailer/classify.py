@@ -410,3 +410,28 @@ def _fold(text: str) -> str:
 def _strip_punctuation(text: str) -> str:
     """Drop punctuation around words ("Wypisz!" → "wypisz")."""
     return " ".join(re.sub(r"[^\w\s]", " ", text).split())
+
+
+_AUTH_RESULT = re.compile(r"\bdmarc\s*=\s*(\w+)", re.IGNORECASE)
+
+
+def dmarc_failure(msg: Message, authserv_id: str = "") -> str | None:
+    """`dmarc=fail` in the Authentication-Results our own MX added (RFC 8601), or None.
+
+    Only our MX's verdict counts: anyone can put such a header in a message. Our MX adds its
+    header on top, so without a configured authserv-id the topmost one is taken; with one,
+    the first header carrying that id.
+    """
+    try:
+        headers = [str(h) for h in msg.get_all("Authentication-Results") or []]
+    except Exception:  # a malformed header must not stop the reading
+        return None
+    for header in headers:
+        server = header.split(";", 1)[0].strip().lower()
+        if authserv_id and server != authserv_id.lower():
+            continue
+        verdict = _AUTH_RESULT.search(header)
+        if verdict and verdict.group(1).lower() in ("fail", "reject", "quarantine"):
+            return f"dmarc={verdict.group(1).lower()} at {server}"
+        return None
+    return None

@@ -25,6 +25,8 @@ from mailer.campaign import CampaignSender, SendReport, plan
 from mailer.clock import Clock, clock_from_env
 from mailer.contacts import Contact, ContactList, normalize_key, read_contacts
 from mailer.decide import answer_allowed
+from mailer.demo import run_demo
+from mailer.devserver import options_for, run_until_stopped
 from mailer.errors import MailerError, UsageError
 from mailer.remind import REMINDER, ReminderGroup, plan_reminders
 from mailer.render import Renderer
@@ -306,11 +308,11 @@ def inspect(app: App, eml: Path, received: str | None, as_json: bool) -> None:
     own = {a.lower() for a in (campaign.reply_to, campaign.sender_address,
                                settings.envelope_from)}
     reading = understand(eml.read_bytes(), received=when, events=settings.events,
-                         own_addresses=own)
+                         own_addresses=own, authserv_id=settings.answers.trusted_authserv_id)
     answer = answer_template(reading)
     if answer and answer_allowed(sender=reading.sender, own_addresses=own,
                                  automated=bool(reading.automated), received=when,
-                                 watermark=None, answers_today=0,
+                                 watermark=None, answers_today=0, forged=reading.forged,
                                  max_per_day=settings.answers.max_per_sender_per_day):
         answer = None
     data = reading_json(reading, answer)
@@ -481,3 +483,37 @@ async def _send_reminders(app: App, settings: Settings, store: Any,
                                 extra={"open_events": list(group.events)})
         results.append(await sender.run(todo))
     return results
+
+
+@cli.command()
+@click.option("--smtp-port", type=click.IntRange(1, 65535),
+              help="Default: the campaign's [smtp] port when its host is local, else 2525.")
+@click.option("--imap-port", type=click.IntRange(1, 65535),
+              help="Default: the campaign's [imap] port when its host is local, else 1143.")
+@click.option("--dir", "folder", type=click.Path(file_okay=False, path_type=Path),
+              help="Where the mailboxes live (default: devmail/ beside the campaign file).")
+@click.option("--password", default="devserver", show_default=True,
+              help="The one password of every mailbox.")
+@click.option("--bounce", multiple=True, metavar="ADDRESS",
+              help="Accept mail for ADDRESS, then bounce it (a DSN to the sender). Repeatable.")
+@click.pass_obj
+def devserver(app: App, smtp_port: int | None, imap_port: int | None, folder: Path | None,
+              password: str, bounce: tuple[str, ...]) -> None:
+    """Local SMTP + IMAP on 127.0.0.1 for trying everything out; Ctrl-C stops it."""
+    options = options_for(app.config, root=folder, smtp_port=smtp_port,
+                              imap_port=imap_port, password=password, bounce=bounce)
+    if app.clock.rehearsal:
+        log.warning("MAILER_NOW does not move arrival times: like a real server, the dev server "
+                    "stamps mail with the real time (IMAP APPEND with a date sets any other)")
+    server = run_until_stopped(options, click.echo)
+    click.echo(f"stopped; {server.delivered} messages delivered this run; "
+               f"the mailboxes stay in {options.root}")
+
+
+@cli.command()
+@click.option("--dir", "folder", type=click.Path(file_okay=False, path_type=Path),
+              help="The demo's workspace, new or empty (default: a new temporary folder).")
+@click.pass_obj
+def demo(app: App, folder: Path | None) -> None:
+    """The whole flow end to end against the dev server, in a throwaway workspace."""
+    run_demo(app.config, folder, click.echo)

@@ -130,7 +130,7 @@ def _address_refusal(sender: str, own_addresses: Collection[str]) -> str | None:
 
 def answer_allowed(*, sender: str, own_addresses: Collection[str], automated: bool,
                    received: datetime, watermark: datetime | None, answers_today: int,
-                   max_per_day: int) -> str | None:
+                   max_per_day: int, forged: str | None = None) -> str | None:
     """None when an answer may be sent to `sender`, else the English reason why not (SPEC §7)."""
     at = _require_aware(received, "received")
     since = None if watermark is None else _require_aware(watermark, "watermark")
@@ -139,6 +139,8 @@ def answer_allowed(*, sender: str, own_addresses: Collection[str], automated: bo
         return refusal
     if automated:
         return "automated message"  # RFC 3834 §2: never answer auto-replies or bounces
+    if forged:
+        return f"sender not authenticated: {forged}"  # answering would mail a forged victim
     if since is not None and at < since:
         return "received before the watermark (backlog: for review only)"
     if answers_today >= max_per_day:

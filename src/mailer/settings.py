@@ -100,6 +100,8 @@ class AnswerSettings:
     """The [answers] table."""
 
     max_per_sender_per_day: int = 5
+    trusted_authserv_id: str = ""  # our MX's Authentication-Results id; "" = the topmost
+    max_registrants_per_sender: int = 50
 
 
 @dataclass(frozen=True)
@@ -218,11 +220,7 @@ class _Loader:
             events=events,
             smtp=self.smtp(raw),
             imap=self.imap(raw),
-            answers=AnswerSettings(
-                max_per_sender_per_day=self.int_in(
-                    self.table(raw, "answers", {"max_per_sender_per_day"}),
-                    "answers", "max_per_sender_per_day", 0, 10_000, 5),
-            ),
+            answers=self.answers(raw),
             storage=self.path.parent / self.string(storage, "storage", "path", "state"),
         )
 
@@ -383,6 +381,19 @@ class _Loader:
             timeout=self.seconds(tab, "smtp", "timeout", d.timeout),
             quota_pause=self.seconds(tab, "smtp", "quota_pause", d.quota_pause),
             ca_file=self.string(tab, "smtp", "ca_file", d.ca_file),
+        )
+
+    def answers(self, raw: Mapping[str, Any]) -> AnswerSettings:
+        keys = {"max_per_sender_per_day", "trusted_authserv_id", "max_registrants_per_sender"}
+        tab = self.table(raw, "answers", keys)
+        d = AnswerSettings()
+        return AnswerSettings(
+            max_per_sender_per_day=self.int_in(tab, "answers", "max_per_sender_per_day", 0,
+                                               10_000, d.max_per_sender_per_day),
+            trusted_authserv_id=self.string(tab, "answers", "trusted_authserv_id",
+                                            d.trusted_authserv_id),
+            max_registrants_per_sender=self.int_in(tab, "answers", "max_registrants_per_sender",
+                                                   1, 100_000, d.max_registrants_per_sender),
         )
 
     def imap(self, raw: Mapping[str, Any]) -> ImapSettings:

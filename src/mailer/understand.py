@@ -12,7 +12,14 @@ from email.message import EmailMessage
 from email.utils import parseaddr
 from typing import Any
 
-from mailer.classify import Classification, Kind, classify, header_text, is_automated
+from mailer.classify import (
+    Classification,
+    Kind,
+    classify,
+    dmarc_failure,
+    header_text,
+    is_automated,
+)
 from mailer.decide import Answer, Decision, decide_registration
 from mailer.parse import Draft, read_message
 from mailer.settings import Event
@@ -34,6 +41,7 @@ class Reading:
     refs: tuple[str, ...]  # In-Reply-To and References ids, nearest first
     classification: Classification
     automated: str | None
+    forged: str | None
     own_text: str
     drafts: tuple[Draft, ...]
     registrants: tuple[Registrant, ...] = ()
@@ -87,7 +95,7 @@ PreviousLookup = Callable[[str, tuple[str, ...]], Mapping[str, str] | None]
 
 def understand(raw: bytes, *, received: datetime, events: Sequence[Event],
                own_addresses: Collection[str] = (),
-               previous: PreviousLookup | None = None) -> Reading:
+               previous: PreviousLookup | None = None, authserv_id: str = "") -> Reading:
     """Read one message.
 
     `previous(sender, thread_ids)` returns an incomplete form from the same thread or sender
@@ -102,7 +110,7 @@ def understand(raw: bytes, *, received: datetime, events: Sequence[Event],
         key=message_key(raw), received=received, sender=sender,
         subject=header_text(msg, "Subject"), message_id=header_text(msg, "Message-ID").strip(),
         refs=thread_ids(msg), classification=classification, automated=is_automated(msg),
-        own_text=reply.own, drafts=tuple(drafts),
+        forged=dmarc_failure(msg, authserv_id), own_text=reply.own, drafts=tuple(drafts),
     )
     if classification.kind is not Kind.REGISTRATION:
         return base

@@ -175,7 +175,8 @@ class Watcher:
     def _ingest(self, item: Fetched, uidvalidity: int) -> str | None:
         """Understand and stage one message; None when it was processed before."""
         reading = understand(item.data, received=item.received, events=self.settings.events,
-                             own_addresses=self.own, previous=self._previous_values)
+                             own_addresses=self.own, previous=self._previous_values,
+                             authserv_id=self.settings.answers.trusted_authserv_id)
         if self.store.get(INBOUND, reading.key):
             return None
         path = self.messages_dir / f"{reading.key}.eml"
@@ -183,7 +184,8 @@ class Watcher:
         atomic_write(path, item.data, sync_dir=False)
         backlog = reading.received < self.watermark
         answer, refusal = self._answer_for(reading, backlog=backlog)
-        effects = {} if backlog else self._apply(reading)
+        # A forged sender could cancel or unsubscribe someone else: a human decides.
+        effects = {} if backlog or reading.forged else self._apply(reading)
         if answer is not None:
             doc = answer_doc(reading, answer, now=self.clock.now(), domain=self.renderer.domain,
                              cancelled=effects.get("cancelled", ()))
@@ -219,7 +221,7 @@ class Watcher:
             sender=reading.sender, own_addresses=self.own, automated=bool(reading.automated),
             received=reading.received, watermark=self.watermark,
             answers_today=self._answers_today(reading.sender),
-            max_per_day=self.settings.answers.max_per_sender_per_day,
+            max_per_day=self.settings.answers.max_per_sender_per_day, forged=reading.forged,
         )
         if refusal:
             log.info("no answer to %s: %s", reading.sender, refusal)
@@ -256,6 +258,8 @@ class Watcher:
         for registrant, statuses in zip(reading.registrants, reading.decision.statuses,
                                         strict=True):
             key = (registrant.email or reading.sender).lower()
+            if self._over_registrant_limit(reading.sender, key):
+                continue
             old = self.store.get(REGISTRATIONS, key)
             events = dict(old["events"]) if old and old.get("status") != "cancelled" else {}
             events.update({e: str(s) for e, s in statuses.items()})
@@ -278,6 +282,16 @@ class Watcher:
             self._supersede(reading.sender, key)
             keys.append(key)
         return keys
+
+    def _over_registrant_limit(self, sender: str, key: str) -> bool:
+        """A flood of registrations from one address stops at a limit (for a human to see)."""
+        known = self.index.registrations_by_sender.get(sender, set())
+        limit = self.settings.answers.max_registrants_per_sender
+        if key in known or len(known) < limit:
+            return False
+        log.warning("%s has registered %d people already: %s not registered", sender,
+                    len(known), key)
+        return True
 
     def _supersede(self, sender: str, key: str) -> None:
         """An incomplete form kept under the sender's address, now completed under another."""
@@ -334,7 +348,8 @@ class Watcher:
             "message_id": reading.message_id, "kind": str(reading.kind),
             "reason": reading.classification.reason, "automated": reading.automated,
             "path": str(path), "invitation": self._match_invitation(reading),
-            "review": _needs_review(reading, item, backlog=extra["backlog"]),
+            "review": _needs_review(reading, item, backlog=extra["backlog"],
+                                    registered=_registered_count(extra["effects"])),
             "processed": self.clock.now().isoformat(), **extra,
         }
 
@@ -396,6 +411,11 @@ class Watcher:
         await self.smtp.close()
 
 
+def _registered_count(effects: dict[str, Any]) -> int | None:
+    keys = effects.get("registrations")
+    return None if keys is None else len(keys)
+
+
 def _values_of(registrant: Any) -> dict[str, str]:
     fields = ("name", "position", "city", "email", "phone")
     values = {f: getattr(registrant, f) or "" for f in fields}
@@ -425,13 +445,16 @@ def _invited(contact: Contact | None, by: str) -> dict[str, Any] | None:
     return {"contact": contact.key, "city": contact.fields.get("miasto", ""), "by": by}
 
 
-def _needs_review(reading: Reading, item: Fetched, *, backlog: bool) -> str | None:
-    if item.headers_only:
-        return "over-size: kept as headers only"
-    if backlog:
-        return "received before the campaign started: not answered"
-    if reading.kind is Kind.OTHER:
-        return "not understood"
-    if reading.kind is Kind.REGISTRATION and any(not r.complete for r in reading.registrants):
-        return None  # the official is asked to correct it
-    return None
+def _needs_review(reading: Reading, item: Fetched, *, backlog: bool,
+                  registered: int | None = None) -> str | None:
+    """Why a human should look at this message, or None (an incomplete form is not such a
+    case: the official is asked to correct it)."""
+    reasons = [
+        (item.headers_only, "over-size: kept as headers only"),
+        (backlog, "received before the campaign started: not answered"),
+        (bool(reading.forged), f"sender not authenticated ({reading.forged}): nothing applied"),
+        (registered is not None and registered < len(reading.registrants),
+         "over the limit of registrants per sender: not all registered"),
+        (reading.kind is Kind.OTHER, "not understood"),
+    ]
+    return next((text for applies, text in reasons if applies), None)
