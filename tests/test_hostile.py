@@ -11,6 +11,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mailer.classify import dmarc_failure
 from mailer.errors import DeliveryError
 from mailer.settings import Event, SmtpSettings
 from mailer.smtp_client import SmtpSession
@@ -103,8 +104,6 @@ def test_policy_default_is_what_we_parse_with() -> None:
 
 def test_dmarc_failure_at_our_mx_is_not_answered_or_applied() -> None:
     """Our MX's dmarc=fail marks the sender forged; a header added by the sender is ignored."""
-    from mailer.classify import dmarc_failure
-
     forged = parse_bytes(
         b"Authentication-Results: mx.example.com; spf=fail; dmarc=fail (p=reject)"
         b" header.from=gdynia.pl\r\nAuthentication-Results: evil.example; dmarc=pass\r\n"

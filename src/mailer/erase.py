@@ -11,9 +11,9 @@ from pathlib import Path
 from mailer.audit import AuditLog
 from mailer.campaign import DELIVERIES, SUPPRESSIONS, person_hash
 from mailer.contacts import normalize_key
+from mailer.effects import INBOUND, REGISTRATIONS
 from mailer.respond import ANSWERS
 from mailer.store import Doc, Store, fsync_dir
-from mailer.watcher import INBOUND, REGISTRATIONS
 
 log = logging.getLogger(__name__)
 

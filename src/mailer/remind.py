@@ -8,10 +8,10 @@ from datetime import datetime
 
 from mailer.campaign import DELIVERIES, Status
 from mailer.contacts import Contact
+from mailer.effects import REGISTRATIONS
 from mailer.parse import fold
 from mailer.settings import Event
 from mailer.store import Store
-from mailer.watcher import REGISTRATIONS
 
 REMINDER = "reminder"
 

@@ -1,0 +1,225 @@
+"""What a message read from the inbox changes in the state: registrations, suppressions.
+
+Everything here only stages documents in the store (the watcher commits them with the batch);
+`mailer review` uses the same code to register a message by hand.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from mailer.campaign import DELIVERIES, SUPPRESSIONS
+from mailer.classify import Kind
+from mailer.clock import Clock
+from mailer.contacts import Contact
+from mailer.respond import ANSWERS, AnswerStatus
+from mailer.settings import Settings
+from mailer.store import Doc, Store
+from mailer.understand import Reading
+
+log = logging.getLogger(__name__)
+
+INBOUND = "inbound"
+REGISTRATIONS = "registrations"
+
+
+@dataclass
+class _Index:
+    """Per-message look-ups kept in memory, so their cost does not grow with the state."""
+
+    incomplete_by_sender: dict[str, str] = field(default_factory=dict)
+    incomplete_by_message: dict[str, str] = field(default_factory=dict)
+    registrations_by_sender: dict[str, set[str]] = field(default_factory=dict)
+    answer_inbound: dict[str, str] = field(default_factory=dict)  # answer Message-ID → inbound
+    answers_by_sender: dict[str, list[str]] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, store: Store) -> _Index:
+        index = cls()
+        for doc in store.all(REGISTRATIONS):
+            index.add_registration(doc)
+        for doc in store.all(ANSWERS):
+            index.add_answer(doc)
+        return index
+
+    def add_registration(self, doc: Doc) -> None:
+        sender, key = doc.get("sender", ""), doc["key"]
+        self.registrations_by_sender.setdefault(sender, set()).add(key)
+        if doc.get("status") == "incomplete":
+            self.incomplete_by_sender[sender] = key
+            for message in doc.get("messages", []):
+                self.incomplete_by_message[message] = key
+        elif self.incomplete_by_sender.get(sender) == key:
+            del self.incomplete_by_sender[sender]
+
+    def add_answer(self, doc: Doc) -> None:
+        self.answer_inbound[doc["message_id"]] = doc["inbound"]
+        self.answers_by_sender.setdefault(doc["to"], []).append(doc["key"])
+
+
+class Ledger:
+    """Applies readings to the state, with the in-memory indexes that keep that cheap."""
+
+    def __init__(self, settings: Settings, store: Store, *, clock: Clock,
+                 contacts: Sequence[Contact]) -> None:
+        self.settings = settings
+        self.store = store
+        self.clock = clock
+        self.contacts = _index_contacts(contacts)
+        self.by_message_id = {d["message_id"]: d for d in store.all(DELIVERIES)}
+        self.index = _Index.build(store)
+
+    def previous_values(self, sender: str, refs: tuple[str, ...]) -> dict[str, str] | None:
+        """The incomplete form this reply may complete: same thread, else same sender."""
+        index = self.index
+        key = next((index.incomplete_by_message[index.answer_inbound[r]] for r in refs
+                    if index.answer_inbound.get(r) in index.incomplete_by_message), None)
+        key = key or index.incomplete_by_sender.get(sender)
+        doc = self.store.get(REGISTRATIONS, key) if key else None
+        if doc is None or doc.get("status") != "incomplete":
+            return None
+        return dict(doc.get("values", {}))
+
+    def answers_today(self, sender: str) -> int:
+        zone = self.settings.campaign.timezone
+        today = self.clock.now().astimezone(zone).date()
+        answers = (self.store.get(ANSWERS, k) for k in self.index.answers_by_sender.get(sender, []))
+        return sum(1 for a in answers
+                   if a and a["status"] != AnswerStatus.FAILED
+                   and datetime.fromisoformat(a["created"]).astimezone(zone).date() == today)
+
+    def apply(self, reading: Reading) -> dict[str, Any]:
+        """The message's effect on registrations and suppressions (staged, not yet committed)."""
+        if reading.kind is Kind.REGISTRATION:
+            return {"registrations": self._register(reading)}
+        if reading.kind is Kind.UNSUBSCRIBE:
+            self._suppress(reading.sender, "unsubscribed", reading.key)
+            return {"suppressed": [reading.sender]}
+        if reading.kind is Kind.CANCELLATION:
+            return self._cancel(reading)
+        if reading.kind is Kind.BOUNCE:
+            for address in reading.classification.bounced:
+                self._suppress(address, "bounced", reading.key)
+                self._mark_bounced(address, reading.key)
+            return {"suppressed": list(reading.classification.bounced)}
+        return {}
+
+    def _register(self, reading: Reading) -> list[str]:
+        keys = []
+        assert reading.decision is not None
+        for registrant, statuses in zip(reading.registrants, reading.decision.statuses,
+                                        strict=True):
+            key = (registrant.email or reading.sender).lower()
+            if self._over_registrant_limit(reading.sender, key):
+                continue
+            old = self.store.get(REGISTRATIONS, key)
+            events = dict(old["events"]) if old and old.get("status") != "cancelled" else {}
+            events.update({e: str(s) for e, s in statuses.items()})
+            doc: Doc = {
+                "email": registrant.email, "name": registrant.name,
+                "position": registrant.position, "city": registrant.city,
+                "phone": registrant.phone, "events": events,
+                "requested": list(registrant.events),
+                "status": "complete" if registrant.complete else "incomplete",
+                "problems": [{"field": p.field, "message": p.message}
+                             for p in registrant.problems],
+                "warnings": [p.message for p in registrant.warnings],
+                "values": _values_of(registrant), "sender": reading.sender,
+                "received": reading.received.isoformat(),
+                "messages": [*(old or {}).get("messages", []), reading.key],
+                "invitation": self.match_invitation(reading),
+                "history": _history(old), "updated": self.clock.now().isoformat(),
+            }
+            self._stage_registration(key, doc)
+            self._supersede(reading.sender, key)
+            keys.append(key)
+        return keys
+
+    def _over_registrant_limit(self, sender: str, key: str) -> bool:
+        """A flood of registrations from one address stops at a limit (for a human to see)."""
+        known = self.index.registrations_by_sender.get(sender, set())
+        limit = self.settings.answers.max_registrants_per_sender
+        if key in known or len(known) < limit:
+            return False
+        log.warning("%s has registered %d people already: %s not registered", sender,
+                    len(known), key)
+        return True
+
+    def _supersede(self, sender: str, key: str) -> None:
+        """An incomplete form kept under the sender's address, now completed under another."""
+        old = self.store.get(REGISTRATIONS, sender)
+        if sender != key and old and old.get("status") == "incomplete":
+            self._stage_registration(sender, {**old, "status": "superseded",
+                                              "superseded_by": key})
+
+    def _stage_registration(self, key: str, doc: Doc) -> None:
+        self.store.stage(REGISTRATIONS, key, doc)
+        self.index.add_registration(doc)
+
+    def _cancel(self, reading: Reading) -> dict[str, Any]:
+        cancelled: list[str] = []
+        keys = []
+        candidates = {reading.sender, *self.index.registrations_by_sender.get(reading.sender, ())}
+        for key in sorted(candidates):
+            doc = self.store.get(REGISTRATIONS, key)
+            if doc and doc.get("status") in ("complete", "incomplete"):
+                cancelled += [e for e in doc["events"] if e not in cancelled]
+                self._stage_registration(doc["key"], {
+                    **doc, "status": "cancelled", "history": _history(doc),
+                    "messages": [*doc.get("messages", []), reading.key],
+                    "updated": self.clock.now().isoformat()})
+                keys.append(doc["key"])
+        return {"cancelled": cancelled, "registrations": keys}
+
+    def _suppress(self, address: str, reason: str, message_key: str) -> None:
+        self.store.stage(SUPPRESSIONS, address.lower(), {
+            "reason": reason, "message": message_key, "at": self.clock.now().isoformat()})
+
+    def _mark_bounced(self, address: str, message_key: str) -> None:
+        delivery = self.store.get(DELIVERIES, f"invitation:{address.lower()}")
+        if delivery:
+            self.store.stage(DELIVERIES, delivery["key"], {**delivery, "bounced": message_key})
+
+    def match_invitation(self, reading: Reading) -> dict[str, Any] | None:
+        """SPEC §7: our Message-ID in the thread → that contact; else the address; else domain."""
+        for ref in reading.refs:
+            if ref in self.by_message_id:
+                return _invited(self.contacts.get(self.by_message_id[ref]["contact"]),
+                                "message-id")
+        if reading.sender in self.contacts:
+            return _invited(self.contacts[reading.sender], "address")
+        domain = reading.sender.rpartition("@")[2]
+        return _invited(self.contacts.get(f"@{domain}"), "domain") if domain else None
+
+
+def _values_of(registrant: Any) -> dict[str, str]:
+    fields = ("name", "position", "city", "email", "phone")
+    values = {f: getattr(registrant, f) or "" for f in fields}
+    values["event"] = ", ".join(registrant.events)
+    return values
+
+
+def _history(old: Doc | None) -> list[Doc]:
+    """Earlier versions of a registration, newest last (SPEC §7: history kept)."""
+    if not old:
+        return []
+    return [*old.get("history", []), {k: v for k, v in old.items() if k != "history"}]
+
+
+def _index_contacts(contacts: Sequence[Contact]) -> dict[str, Contact]:
+    """Contacts by address, and the first contact of each domain under '@domain'."""
+    index: dict[str, Contact] = {}
+    for contact in contacts:
+        index.setdefault(contact.key, contact)
+        index.setdefault("@" + contact.key.rpartition("@")[2], contact)
+    return index
+
+
+def _invited(contact: Contact | None, by: str) -> dict[str, Any] | None:
+    if contact is None:
+        return None
+    return {"contact": contact.key, "city": contact.fields.get("miasto", ""), "by": by}
