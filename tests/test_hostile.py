@@ -16,7 +16,7 @@ from mailer.errors import DeliveryError
 from mailer.settings import Event, SmtpSettings
 from mailer.smtp_client import SmtpSession
 from mailer.understand import parse_bytes, reading_json, understand
-from tests.conftest import SmtpSink
+from tests.conftest import SmtpSink, free_port
 
 EVENTS = (
     Event(id="smart-city", title="Warsztat „Smart City”",
@@ -115,3 +115,26 @@ def test_dmarc_failure_at_our_mx_is_not_answered_or_applied() -> None:
     assert dmarc_failure(planted) is None  # the topmost, our MX's, says pass
     reading = understand(forged.as_bytes(), received=RECEIVED, events=EVENTS)
     assert reading.forged and reading.kind == "unsubscribe"
+
+
+def test_doctor_checks_servers_without_sending(make_workspace: Any,
+                                               smtp_sink: tuple[SmtpSink, int],
+                                               mailbox: tuple[Any, str]) -> None:
+    """doctor: SMTP and IMAP reachable → ok and exit 0; nothing is sent or read."""
+    sink, port = smtp_sink
+    server, user = mailbox
+    ws = make_workspace(port=port, imap_port=server.port, imap_user=user)
+    result = ws.run("doctor")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "[  ok] smtp connect" in result.stdout and "[  ok] imap login" in result.stdout
+    assert "[  ok] imap idle" in result.stdout and "dkim" in result.stdout
+    assert sink.messages == []
+
+
+def test_doctor_names_what_to_fix(make_workspace: Any) -> None:
+    """doctor against closed ports fails with exit 1 and says which setting to look at."""
+    ws = make_workspace(port=free_port(), imap_port=free_port())
+    result = ws.run("doctor")
+    assert result.returncode == 1
+    assert "[FAIL] smtp connect" in result.stdout and "[smtp] host, port" in result.stdout
+    assert "[FAIL] imap" in result.stdout

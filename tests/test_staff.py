@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+import openpyxl
 
 from mailer.watcher import REGISTRATIONS
 from tests.conftest import SmtpSink, Workspace
@@ -93,3 +98,68 @@ def test_remind_only_missing_cities_and_never_twice(make_workspace: Any,
     assert again.returncode == 0 and len(sink.messages) == before + 3
     late = ws.run("remind", "--yes", "--event", "smart-city", now="2020-10-27T09:00:00+01:00")
     assert late.returncode == 1 and "deadline" in late.stderr
+
+
+def test_status_registrations_exports_show_review(make_workspace: Any,
+                                                  smtp_sink: tuple[SmtpSink, int],
+                                                  mailbox: tuple[Dovecot, str],
+                                                  tmp_path: Path) -> None:
+    """Status, per-city status, CSV/XLSX/JSON exports, one person's file, the review queue."""
+    _, port = smtp_sink
+    server, user = mailbox
+    ws = make_workspace(port=port, imap_port=server.port, imap_user=user)
+    real_run(ws, server, user)
+    server.append(user, reply("osoba4@miasto4.example.com", "Czy będzie nagranie?\n"), ON_TIME)
+    ws.run("watch", "--once", check=True)
+
+    counts = json.loads(ws.run("status", "--format", "json", check=True).stdout)
+    assert counts["deliveries"] == {"invitation sent": 5}
+    assert counts["inbound"] == {"registration": 2, "other": 1}
+    assert counts["events"]["pim"] == {"confirmed": 2, "late": 0}
+    assert counts["answers_sent"] == 2 and counts["review"] == 1
+
+    cities = json.loads(ws.run("status", "--cities", "--format", "json", check=True).stdout)
+    by_city = {c["city"]: c["status"] for c in cities}
+    assert by_city["Kraków"] == "registered" and by_city["Łódź"] == "invited"
+    table_text = ws.run("status", "--cities", check=True).stdout
+    assert "Kraków" in table_text and "registered" in table_text
+
+    out = tmp_path / "reg.csv"
+    ws.run("registrations", "--format", "csv", "--out", str(out), check=True)
+    raw = out.read_bytes()
+    assert raw.startswith(b"\xef\xbb\xbf")
+    rows = list(csv.reader(io.StringIO(raw.decode("utf-8-sig")), delimiter=";"))
+    assert rows[0][:3] == ["Id", "Imię i nazwisko", "Stanowisko"]
+    assert sorted(r[1] for r in rows[1:]) == ["Adam Nowak", NAME]
+
+    xlsx = tmp_path / "reg.xlsx"
+    ws.run("registrations", "--format", "xlsx", "--out", str(xlsx), check=True)
+    book = openpyxl.load_workbook(xlsx)
+    assert book.sheetnames == ["Wszystkie", "smart-city", "pim"]
+    sheet = book["pim"]
+    assert sheet.freeze_panes == "A2"
+    assert isinstance(sheet["H2"].value, datetime)
+    assert sheet["I2"].value == "confirmed"
+
+    records = json.loads(ws.run("registrations", "--format", "json", "--event", "pim",
+                                check=True).stdout)
+    zofia = next(r for r in records if r["name"] == NAME)
+    assert zofia["id"] == ADDRESS and zofia["status"] == "complete"
+    assert zofia["events"] == {"smart-city": "confirmed", "pim": "confirmed"}
+    assert zofia["message_ids"] and zofia["received"].startswith("2020-10-20")
+
+    shown = ws.run("show", ADDRESS, check=True).stdout
+    assert NAME in shown and "answer confirmation: sent" in shown and ".eml" in shown
+
+    queue = ws.run("review", check=True).stdout
+    assert "osoba4@miasto4.example.com" in queue and "not understood" in queue
+    item = queue.splitlines()[2].split()[0]
+    registered = ws.run("review", "--register", item, "--name", "Ewa Lis", "--city", "Poznań",
+                        "--event", "pim")
+    assert registered.returncode == 0, registered.stderr
+    assert "0 messages wait" in ws.run("review", check=True).stderr
+    people = {r["name"] for r in json.loads(ws.run("registrations", "--format", "json",
+                                                    check=True).stdout)}
+    assert "Ewa Lis" in people
+    entries = [json.loads(line) for line in (ws.state / "audit.log").read_text().splitlines()]
+    assert entries[-1]["action"] == "review" and entries[-1]["how"] == "registered"

@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 import click
 from rich.progress import Progress
 
-from mailer import __version__, erase
+from mailer import __version__, erase, staff
 from mailer.audit import AuditLog
 from mailer.campaign import CampaignSender, SendReport, plan
 from mailer.clock import Clock, clock_from_env
@@ -27,11 +27,15 @@ from mailer.contacts import Contact, ContactList, normalize_key, read_contacts
 from mailer.decide import answer_allowed
 from mailer.demo import run_demo
 from mailer.devserver import options_for, run_until_stopped
+from mailer.doctor import Level, diagnose
 from mailer.errors import MailerError, UsageError
+from mailer.export import registration_records, to_csv, to_xlsx
 from mailer.remind import REMINDER, ReminderGroup, plan_reminders
 from mailer.render import Renderer
+from mailer.report import cities_table, city_status, format_table
 from mailer.settings import Settings, load_settings, resolve_config_path
 from mailer.smtp_client import Outcome, SmtpSession
+from mailer.staff import campaign_counts, counts_csv, describe_person, format_counts
 from mailer.store import open_state
 from mailer.understand import answer_template, reading_json, understand
 from mailer.watcher import Watcher, WatchReport
@@ -517,3 +521,136 @@ def devserver(app: App, smtp_port: int | None, imap_port: int | None, folder: Pa
 def demo(app: App, folder: Path | None) -> None:
     """The whole flow end to end against the dev server, in a throwaway workspace."""
     run_demo(app.config, folder, click.echo)
+
+
+def _write_or_echo(data: str | bytes, out: Path | None) -> None:
+    if out is None:
+        click.echo(data.decode("utf-8-sig") if isinstance(data, bytes) else data, nl=False)
+        return
+    out.write_bytes(data if isinstance(data, bytes) else data.encode("utf-8"))
+    click.echo(f"wrote {out}", err=True)
+
+
+@cli.command()
+@click.option("--cities", is_flag=True, help="One row per invited city.")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table")
+@click.pass_obj
+def status(app: App, cities: bool, fmt: str) -> None:
+    """Counts: deliveries, inbound by kind, registrations per event, pending answers."""
+    settings = app.settings()
+    with open_state(settings.storage, writer=False) as store:
+        if cities:
+            contacts = read_contacts(settings.campaign.recipients).contacts
+            rows = city_status(contacts, store)
+            event_ids = [e.id for e in settings.events]
+            data = [{"city": r.city, "contacts": r.contacts, "status": str(r.status),
+                     "invited": r.invited, "bounced": r.bounced,
+                     "unsubscribed": r.unsubscribed, "registered": r.registered,
+                     "incomplete": r.incomplete, "events": r.events} for r in rows]
+            text = "\n".join(cities_table(rows, event_ids)) + "\n"
+        else:
+            data = [campaign_counts(store, settings)]
+            text = format_counts(data[0])
+    if fmt == "json":
+        click.echo(json.dumps(data if cities else data[0], ensure_ascii=False, indent=2))
+    elif fmt == "csv":
+        _write_or_echo(counts_csv(data), None)
+    else:
+        click.echo(text, nl=False)
+
+
+@cli.command()
+@click.option("--event", "event_id", help="Only registrations for this event.")
+@click.option("--status", "status_filter", type=click.Choice(["complete", "incomplete",
+                                                               "cancelled"]))
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "xlsx"]),
+              default="table")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write to this file (required for xlsx).")
+@click.pass_obj
+def registrations(app: App, event_id: str | None, status_filter: str | None, fmt: str,
+                  out: Path | None) -> None:
+    """The registrations: table, CSV for Excel (UTF-8 BOM, ';'), JSON (SPEC §9) or XLSX."""
+    settings = app.settings()
+    events = [settings.event(event_id)] if event_id else list(settings.events)
+    with open_state(settings.storage, writer=False) as store:
+        records = registration_records(store, event=event_id, status=status_filter)
+    if fmt == "xlsx":
+        if out is None:
+            raise UsageError("--format xlsx needs --out FILE.xlsx")
+        to_xlsx(records, events, out, settings.campaign.timezone)
+        click.echo(f"wrote {out} ({len(records)} registrations)", err=True)
+    elif fmt == "csv":
+        _write_or_echo(to_csv(records, events), out)
+    elif fmt == "json":
+        _write_or_echo(json.dumps(records, ensure_ascii=False, indent=2) + "\n", out)
+    else:
+        rows = [[r["name"] or "", r["city"] or "", r["email"] or "",
+                 *(r["events"].get(e.id, "-") for e in events), r["status"]] for r in records]
+        table = format_table(["name", "city", "e-mail", *(e.id for e in events), "status"], rows)
+        _write_or_echo("\n".join(table) + "\n", out)
+
+
+@cli.command()
+@click.argument("email")
+@click.pass_obj
+def show(app: App, email: str) -> None:
+    """One person: registrations with history, every message in and out, raw .eml paths."""
+    settings = app.settings()
+    with open_state(settings.storage, writer=False) as store:
+        found = staff.person(store, email)
+    if not (found.registrations or found.inbound or found.answers or found.deliveries):
+        raise MailerError(f"nothing is stored about {email}")
+    for line in describe_person(found):
+        click.echo(line)
+
+
+@cli.command()
+@click.option("--handled", "handled_key", metavar="ID", help="Mark this message handled.")
+@click.option("--note", default="", help="With --handled: why.")
+@click.option("--register", "register_key", metavar="ID",
+              help="Register the person of this message with the fields below.")
+@click.option("--name")
+@click.option("--position")
+@click.option("--city")
+@click.option("--email")
+@click.option("--phone")
+@click.option("--event", "events", multiple=True, help="Event id (repeat for several).")
+@click.pass_obj
+def review(app: App, /, handled_key: str | None, note: str, register_key: str | None,
+           **fields: Any) -> None:
+    """Inbound messages waiting for a human; resolve one with --handled or --register."""
+    settings = app.settings()
+    if handled_key or register_key:
+        with open_state(settings.storage, writer=True) as store:
+            audit = AuditLog(settings.storage)
+            if handled_key:
+                doc = staff.mark_handled(store, audit, handled_key, now=app.clock.now(),
+                                         note=note)
+            else:
+                values = {k: v for k, v in fields.items() if v and k != "events"}
+                values["event"] = ", ".join(fields["events"])
+                doc = staff.register_by_hand(store, audit, settings, register_key or "",
+                                             values, clock=app.clock)
+        click.echo(f"resolved {doc['key'][:12]} from {doc['sender']}")
+        return
+    with open_state(settings.storage, writer=False) as store:
+        waiting = staff.review_queue(store)
+    rows = [[d["key"][:12], d.get("received", "")[:16], d.get("sender", ""), d.get("kind", ""),
+             d.get("subject", "")[:40], d.get("review", "")] for d in waiting]
+    click.echo("\n".join(format_table(["id", "received", "sender", "kind", "subject", "why"],
+                                      rows)))
+    click.echo(f"{len(waiting)} messages wait for review", err=True)
+
+
+@cli.command()
+@click.pass_obj
+def doctor(app: App) -> None:
+    """Check the campaign against its servers (SMTP, IMAP, DNS) without sending anything."""
+    settings = app.settings()
+    findings = asyncio.run(diagnose(settings))
+    for finding in findings:
+        click.echo(f"[{finding.level:>4}] {finding.check}: {finding.detail}")
+    failed = [f for f in findings if f.level is Level.FAIL]
+    if failed:
+        raise MailerError(f"{len(failed)} checks failed (see above)")

@@ -1,0 +1,173 @@
+"""What staff read off the state: the registrations table and one status row per invited city."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from mailer.campaign import DELIVERIES, SUPPRESSIONS, Status, delivery_key
+from mailer.contacts import Contact
+from mailer.effects import INBOUND, REGISTRATIONS
+from mailer.store import Doc, Store
+
+SHOWN_STATUSES = ("complete", "incomplete", "cancelled")  # "superseded" lives on in history
+
+
+class CityStatus(StrEnum):
+    """A city's standing, best first: the first that applies wins."""
+
+    REGISTERED = "registered"  # someone from the city is confirmed for an event
+    LATE = "late"  # registered, but for nothing in time
+    INCOMPLETE = "incomplete"  # asked to correct a form, no complete one yet
+    UNSUBSCRIBED = "unsubscribed"
+    BOUNCED = "bounced"  # the invitation did not reach anyone there
+    INVITED = "invited"  # invitation delivered, no registration yet
+    NOT_SENT = "not sent"
+
+
+@dataclass(frozen=True)
+class RegistrationRow:
+    """One registrant as staff see them."""
+
+    name: str
+    position: str
+    city: str
+    email: str
+    phone: str
+    events: Mapping[str, str]  # event id → confirmed | late
+    status: str  # complete | incomplete | cancelled
+    received: str
+    invited_city: str  # the invited city this reply was matched to ("" if none)
+
+
+@dataclass
+class CityRow:
+    """One invited city: how many contacts, what became of them, the best event statuses."""
+
+    city: str
+    contacts: int = 0
+    invited: int = 0  # invitations the SMTP server accepted and nobody bounced
+    bounced: int = 0  # bounced (DSN) or refused permanently by the SMTP server
+    unsubscribed: int = 0
+    registered: int = 0  # people with a complete registration
+    incomplete: int = 0  # forms waiting for a correction
+    cancelled: int = 0
+    auto_replies: int = 0
+    status: CityStatus = CityStatus.NOT_SENT
+    events: dict[str, str] = field(default_factory=dict)  # event id → confirmed | late
+
+    def notes(self) -> str:
+        """The counts worth a human's attention, e.g. "1 bounced, 1 auto-reply"."""
+        counts = [(self.bounced, "bounced"), (self.unsubscribed, "unsubscribed"),
+                  (self.incomplete, "incomplete"), (self.cancelled, "cancelled"),
+                  (self.auto_replies, "auto-reply")]
+        return ", ".join(f"{n} {what}" for n, what in counts if n)
+
+
+def registration_rows(store: Store) -> list[RegistrationRow]:
+    """Every current registration (not the superseded ones), by city then name."""
+    rows = [
+        RegistrationRow(
+            name=doc.get("name") or "", position=doc.get("position") or "",
+            city=doc.get("city") or "", email=doc.get("email") or doc.get("sender") or "",
+            phone=doc.get("phone") or "", events=dict(doc.get("events") or {}),
+            status=doc.get("status", ""), received=doc.get("received", ""),
+            invited_city=(doc.get("invitation") or {}).get("city", ""),
+        )
+        for doc in store.all(REGISTRATIONS) if doc.get("status") in SHOWN_STATUSES
+    ]
+    return sorted(rows, key=lambda r: (r.invited_city or r.city, r.name))
+
+
+def city_of(contact: Contact) -> str:
+    """The contact's city column (`miasto`), else its address's domain."""
+    return contact.fields.get("miasto", "").strip() or contact.key.rpartition("@")[2]
+
+
+def city_status(contacts: Sequence[Contact], store: Store) -> list[CityRow]:
+    """One row per city of the contact lists, in list order, from the state tables."""
+    rows: dict[str, CityRow] = {}
+    by_contact: dict[str, CityRow] = {}
+    for contact in contacts:
+        row = rows.setdefault(city_of(contact), CityRow(city_of(contact)))
+        row.contacts += 1
+        by_contact[contact.key] = row
+        _count_delivery(row, store.get(DELIVERIES, delivery_key("invitation", contact.key)))
+        suppression = store.get(SUPPRESSIONS, contact.key)
+        row.unsubscribed += bool(suppression and suppression.get("reason") == "unsubscribed")
+    for doc in store.all(REGISTRATIONS):
+        if matched := by_contact.get(_invited_contact(doc)):
+            _count_registration(matched, doc)
+    for doc in store.all(INBOUND):
+        if matched := by_contact.get(_invited_contact(doc)):
+            matched.auto_replies += doc.get("kind") == "auto_reply"
+    for row in rows.values():
+        row.status = _status(row)
+    return list(rows.values())
+
+
+def _invited_contact(doc: Doc) -> str:
+    """The invited contact the watcher matched a message or registration to (SPEC §7)."""
+    return str((doc.get("invitation") or {}).get("contact", ""))
+
+
+def _count_delivery(row: CityRow, delivery: Doc | None) -> None:
+    if delivery is None:
+        return
+    if delivery.get("bounced") or delivery.get("status") == Status.FAILED:
+        row.bounced += 1
+    elif delivery.get("status") == Status.SENT:
+        row.invited += 1
+
+
+def _count_registration(row: CityRow, doc: Doc) -> None:
+    status = doc.get("status")
+    if status == "complete":
+        row.registered += 1
+        for event, standing in (doc.get("events") or {}).items():
+            if row.events.get(event) != "confirmed":
+                row.events[event] = standing
+    elif status == "incomplete":
+        row.incomplete += 1
+    elif status == "cancelled":
+        row.cancelled += 1
+
+
+def _status(row: CityRow) -> CityStatus:
+    if "confirmed" in row.events.values():
+        return CityStatus.REGISTERED
+    if row.registered:
+        return CityStatus.LATE
+    if row.incomplete:
+        return CityStatus.INCOMPLETE
+    if row.unsubscribed:
+        return CityStatus.UNSUBSCRIBED
+    if row.bounced and not row.invited:
+        return CityStatus.BOUNCED
+    return CityStatus.INVITED if row.invited else CityStatus.NOT_SENT
+
+
+def format_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
+    """Plain fixed-width columns (a terminal, a log file and a test all read them alike)."""
+    cells = [[str(h) for h in headers], *([str(c) for c in r] for r in rows)]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
+             for line in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return lines
+
+
+def registrations_table(rows: Sequence[RegistrationRow], event_ids: Sequence[str]) -> list[str]:
+    """Name, city, e-mail, one column per event (confirmed | late | -), status."""
+    return format_table(["name", "city", "e-mail", *event_ids, "status"],
+                        [[r.name, r.city, r.email, *(r.events.get(e, "-") for e in event_ids),
+                          r.status] for r in rows])
+
+
+def cities_table(rows: Sequence[CityRow], event_ids: Sequence[str]) -> list[str]:
+    """City, contacts, status, people registered, the best status per event, notes."""
+    return format_table(["city", "contacts", "status", "people", *event_ids, "notes"],
+                        [[c.city, c.contacts, c.status, c.registered,
+                          *(c.events.get(e, "-") for e in event_ids), c.notes()] for c in rows])

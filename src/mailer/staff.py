@@ -1,0 +1,198 @@
+"""What the clerk asks of the state: one person's file, the review queue and its resolution."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from mailer.audit import AuditLog
+from mailer.campaign import DELIVERIES
+from mailer.classify import Classification, Kind
+from mailer.clock import Clock
+from mailer.contacts import normalize_key, read_contacts
+from mailer.decide import decide_registration
+from mailer.effects import INBOUND, REGISTRATIONS, Ledger
+from mailer.errors import MailerError
+from mailer.respond import ANSWERS
+from mailer.settings import Settings
+from mailer.store import Doc, Store
+from mailer.understand import understand
+from mailer.validate import validate_draft
+
+
+@dataclass(frozen=True)
+class Person:
+    """Everything about one address: registrations (with history), messages in and out."""
+
+    address: str
+    registrations: list[Doc]
+    inbound: list[Doc]
+    answers: list[Doc]
+    deliveries: list[Doc]
+
+
+def person(store: Store, address: str) -> Person:
+    """One person's file, each list in time order."""
+    key = normalize_key(address)
+    registrations = [d for d in store.all(REGISTRATIONS)
+                     if key in (d["key"], d.get("sender"), (d.get("email") or "").lower())]
+    messages = {m for d in registrations for m in d.get("messages", [])}
+    inbound = [d for d in store.all(INBOUND) if d.get("sender") == key or d["key"] in messages]
+    answers = [d for d in store.all(ANSWERS)
+               if d.get("to") == key or d.get("inbound") in messages]
+    deliveries = [d for d in store.all(DELIVERIES) if d.get("contact") == key]
+    return Person(
+        address=key,
+        registrations=sorted(registrations, key=lambda d: d.get("received", "")),
+        inbound=sorted(inbound, key=lambda d: d.get("received", "")),
+        answers=sorted(answers, key=lambda d: d.get("created", "")),
+        deliveries=sorted(deliveries, key=lambda d: d.get("at") or ""),
+    )
+
+
+def review_queue(store: Store) -> list[Doc]:
+    """Messages waiting for a human (not understood, over-size, backlog, forged, over limit)."""
+    waiting = [d for d in store.all(INBOUND) if d.get("review") and not d.get("resolved")]
+    return sorted(waiting, key=lambda d: d.get("received", ""))
+
+
+def _waiting(store: Store, key: str) -> Doc:
+    matches = [d for d in review_queue(store) if d["key"].startswith(key)]
+    if len(matches) != 1:
+        raise MailerError(
+            f"{key!r} matches {len(matches)} messages waiting for review",
+            hint="use the id (or a unique start of it) that `mailer review` lists")
+    return matches[0]
+
+
+def mark_handled(store: Store, audit: AuditLog, key: str, *, now: datetime,
+                 note: str = "") -> Doc:
+    """Close a review item without changing anything else; the audit log says who and when."""
+    doc = _waiting(store, key)
+    resolution = {"how": "handled", "by": audit.actor, "at": now.isoformat(), "note": note}
+    store.stage(INBOUND, doc["key"], {**doc, "resolved": resolution})
+    store.commit_now()
+    audit.record("review", at=now, message=doc["key"], how="handled", note=note)
+    audit.flush()
+    return doc
+
+
+def register_by_hand(store: Store, audit: AuditLog, settings: Settings, key: str,
+                     values: dict[str, str], *, clock: Clock) -> Doc:
+    """Register the person a reviewed message is about, with fields a human read from it.
+
+    The same validation and deadline rules apply as for a form read by the service (received
+    time = the message's INTERNALDATE); no answer is sent: the clerk is the one in contact.
+    """
+    doc = _waiting(store, key)
+    raw = Path(doc["path"]).read_bytes()
+    received = datetime.fromisoformat(doc["received"])
+    reading = understand(raw, received=received, events=settings.events)
+    registrant = validate_draft(values, sender=reading.sender, events=settings.events)
+    if not registrant.complete:
+        problems = "; ".join(f"{p.field}: {p.message}" for p in registrant.problems)
+        raise MailerError(f"the fields given are not complete: {problems}")
+    reading = replace(
+        reading, classification=Classification(Kind.REGISTRATION, "registered by hand"),
+        registrants=(registrant,),
+        decision=decide_registration([registrant], received, settings.events))
+    ledger = Ledger(settings, store, clock=clock,
+                    contacts=read_contacts(settings.campaign.recipients).contacts)
+    effects: dict[str, Any] = ledger.apply(reading)
+    now = clock.now()
+    resolution = {"how": "registered", "by": audit.actor, "at": now.isoformat(),
+                  "registrations": effects.get("registrations", [])}
+    store.stage(INBOUND, doc["key"], {**doc, "resolved": resolution})
+    store.commit_now()
+    audit.record("review", at=now, message=doc["key"], how="registered",
+                 registrations=resolution["registrations"])
+    audit.flush()
+    return doc
+
+
+def campaign_counts(store: Store, settings: Settings) -> dict[str, Any]:
+    """`mailer status`: what was sent, what came in, who registered, what waits."""
+    deliveries: dict[str, int] = {}
+    for doc in store.all(DELIVERIES):
+        kind = str(doc.get("kind", "")).partition(":")[0]
+        status = "bounced" if doc.get("bounced") else str(doc.get("status"))
+        deliveries[f"{kind} {status}"] = deliveries.get(f"{kind} {status}", 0) + 1
+    inbound: dict[str, int] = {}
+    for doc in store.all(INBOUND):
+        inbound[doc.get("kind", "")] = inbound.get(doc.get("kind", ""), 0) + 1
+    events = {e.id: {"confirmed": 0, "late": 0} for e in settings.events}
+    people = {"complete": 0, "incomplete": 0, "cancelled": 0}
+    for doc in store.all(REGISTRATIONS):
+        if doc.get("status") in people:
+            people[doc["status"]] += 1
+        if doc.get("status") == "complete":
+            for event_id, standing in doc.get("events", {}).items():
+                events.setdefault(event_id, {"confirmed": 0, "late": 0})[standing] += 1
+    answers = [d for d in store.all(ANSWERS)]
+    return {
+        "campaign": settings.campaign.name, "deliveries": deliveries, "inbound": inbound,
+        "registrations": people, "events": events,
+        "answers_sent": sum(1 for a in answers if a.get("status") == "sent"),
+        "answers_pending": sum(1 for a in answers if a.get("status") == "pending"),
+        "review": len(review_queue(store)),
+    }
+
+
+def format_counts(counts: dict[str, Any]) -> str:
+    """The counts as lines a person reads at a glance."""
+    def pairs(mapping: dict[str, Any]) -> str:
+        return ", ".join(f"{k} {v}" for k, v in sorted(mapping.items())) or "none"
+
+    lines = [
+        f"campaign: {counts['campaign']}",
+        f"deliveries: {pairs(counts['deliveries'])}",
+        f"inbound: {pairs(counts['inbound'])}",
+        f"registrations: {pairs(counts['registrations'])}",
+        *(f"  {event}: confirmed {c['confirmed']}, late {c['late']}"
+          for event, c in counts["events"].items()),
+        f"answers: sent {counts['answers_sent']}, pending {counts['answers_pending']}",
+        f"waiting for review: {counts['review']}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def counts_csv(rows: list[dict[str, Any]]) -> bytes:
+    """Flat CSV (UTF-8 BOM, ';') of dictionaries; nested ones become `a.b` columns."""
+    flat = [_flatten(r) for r in rows]
+    columns = list(dict.fromkeys(k for r in flat for k in r))
+    lines = [";".join(columns), *(";".join(str(r.get(c, "")) for c in columns) for r in flat)]
+    return ("\r\n".join(lines) + "\r\n").encode("utf-8-sig")
+
+
+def _flatten(row: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in row.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def describe_person(found: Person) -> list[str]:
+    """`mailer show`: the person's file as text."""
+    lines = [f"{found.address}"]
+    for doc in found.registrations:
+        events = ", ".join(f"{k}: {v}" for k, v in doc.get("events", {}).items()) or "none"
+        lines += [f"registration [{doc.get('status')}]: {doc.get('name')} | "
+                  f"{doc.get('position')} | {doc.get('city')} | {doc.get('phone')} | {events}"]
+        lines += [f"  earlier ({old.get('updated', '')[:16]}): {old.get('status')}, "
+                  f"{old.get('city')}, {old.get('events')}" for old in doc.get("history", [])]
+    for doc in found.deliveries:
+        lines.append(f"out {(doc.get('at') or '')[:16]}  {doc.get('kind')}: {doc.get('status')}"
+                     f"{' (bounced)' if doc.get('bounced') else ''}")
+    for doc in found.inbound:
+        lines.append(f"in  {doc.get('received', '')[:16]}  {doc.get('kind')}: "
+                     f"{doc.get('subject')!r}  answer: {doc.get('answer') or '-'}  "
+                     f"raw: {doc.get('path')}")
+    for doc in found.answers:
+        lines.append(f"out {doc.get('created', '')[:16]}  answer {doc.get('template')}: "
+                     f"{doc.get('status')}  {doc.get('message_id')}")
+    return lines
