@@ -654,3 +654,19 @@ def doctor(app: App) -> None:
     failed = [f for f in findings if f.level is Level.FAIL]
     if failed:
         raise MailerError(f"{len(failed)} checks failed (see above)")
+
+
+@cli.command()
+@click.option("--port", type=click.IntRange(0, 65535), default=8025, show_default=True,
+              help="TCP port (0: any free one).")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; anything but loopback also needs --public.")
+@click.option("--public", is_flag=True,
+              help="Allow a non-loopback --host (only behind a TLS reverse proxy).")
+@click.pass_obj
+def web(app: App, port: int, host: str, public: bool) -> None:
+    """The clerk's web view: audit, review, export. Prints one URL with an access token."""
+    from mailer.web import serve  # noqa: PLC0415 (Starlette and uvicorn load only for this)
+
+    serve(app.settings(), clock=app.clock, host=host, port=port, public=public,
+          echo=click.echo)

@@ -1,0 +1,305 @@
+"""What the web pages show, computed by the same queries the commands use (no second rule)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from markupsafe import Markup, escape
+
+from mailer.campaign import SendReport, plan
+from mailer.contacts import Contact
+from mailer.errors import MailerError
+from mailer.export import registration_records
+from mailer.parse import body_text, fold, split_reply
+from mailer.render import Renderer
+from mailer.report import CityRow, city_status
+from mailer.respond import build_answer
+from mailer.settings import Settings
+from mailer.staff import Person, campaign_counts, person, review_queue
+from mailer.store import Doc, Store, open_state
+from mailer.understand import Reading, parse_bytes, understand
+from mailer.validate import validate_draft
+from mailer.web_chart import chart_svg, registrations_per_day
+
+# Polish words for the values the state stores in English.
+CITY_STATUS_PL = {"registered": "zarejestrowane", "late": "po terminie",
+                  "incomplete": "niekompletne", "unsubscribed": "wypisane",
+                  "bounced": "adres odbity", "invited": "zaproszone", "not sent": "nie wysłano"}
+STANDING_PL = {"confirmed": "potwierdzone", "late": "po terminie"}
+STATUS_PL = {"complete": "kompletne", "incomplete": "niekompletne", "cancelled": "anulowane",
+             "superseded": "zastąpione"}
+KIND_PL = {"registration": "zgłoszenie", "cancellation": "rezygnacja z udziału",
+           "unsubscribe": "wypisanie", "bounce": "zwrot (adres nie istnieje)",
+           "auto_reply": "odpowiedź automatyczna", "other": "inne"}
+ANSWER_PL = {"confirmation": "potwierdzenie", "late_notice": "informacja o spóźnieniu",
+             "incomplete": "prośba o uzupełnienie", "unsubscribed": "potwierdzenie wypisania",
+             "cancelled": "potwierdzenie rezygnacji"}
+DELIVERY_PL = {"sent": "wysłane", "failed": "odrzucone", "deferred": "oczekuje", "pending":
+               "oczekuje", "bounced": "odbite"}
+FIELD_PL = {"event": "Wydarzenie", "name": "Imię i nazwisko", "position": "Stanowisko",
+            "city": "Miasto / urząd", "email": "E-mail", "phone": "Telefon"}
+REVIEW_PL = {"not understood": "nie zrozumiano treści",
+             "over-size": "zbyt duża – zachowano tylko nagłówki",
+             "received before the campaign started": "sprzed rozpoczęcia kampanii – bez odpowiedzi",
+             "sender not authenticated": "nadawca nieuwierzytelniony (DMARC) – nic nie zmieniono",
+             "over the limit of registrants per sender": "ponad limit osób od jednego nadawcy"}
+CITY_COLUMNS = {"city": "Miasto", "contacts": "Kontakty", "status": "Status",
+                "registered": "Osoby", "notes": "Uwagi"}
+
+
+def polish(mapping: Mapping[str, str], value: object) -> str:
+    """The Polish word for a stored value; the value itself when there is none."""
+    return mapping.get(str(value), str(value) if value is not None else "")
+
+
+def review_reason(text: object) -> str:
+    """Why a message waits for review, in Polish (the watcher stores it in English)."""
+    reason = str(text or "")
+    return next((pl for en, pl in REVIEW_PL.items() if reason.startswith(en)), reason)
+
+
+class StateCache:
+    """The state as readers see it, read again only when its files change.
+
+    A reader takes no lock (SPEC §8), so this runs beside `mailer run`; the signature is
+    (inode, mtime, size) of TinyDB's file and of the journal the writer appends to.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._lock = threading.Lock()
+        self._store: Store | None = None
+        self._signature: tuple[Any, ...] = ()
+
+    def _current(self) -> tuple[Any, ...]:
+        parts: list[Any] = []
+        for name in ("mailer.json", "journal.jsonl"):
+            try:
+                stat = (self.folder / name).stat()
+            except FileNotFoundError:
+                parts.append(None)
+            else:
+                parts.append((stat.st_ino, stat.st_mtime_ns, stat.st_size))
+        return tuple(parts)
+
+    def store(self) -> Store:
+        with self._lock:
+            signature = self._current()
+            if self._store is None or signature != self._signature:
+                with open_state(self.folder, writer=False) as store:
+                    self._store, self._signature = store, signature
+            return self._store
+
+
+# --- dashboard --------------------------------------------------------------------------------
+
+@dataclass
+class Dashboard:
+    """The figures of the front page."""
+
+    counts: dict[str, Any]
+    events: list[dict[str, Any]]
+    contacts: int
+    invitations: dict[str, int]
+    chart: Markup
+    days: list[dict[str, Any]]
+
+
+def dashboard(store: Store, settings: Settings, contacts: Sequence[Contact]) -> Dashboard:
+    """Per event confirmed / late / incomplete, invitations sent of all, answers, the chart."""
+    counts = campaign_counts(store, settings)
+    events = [{"event": e, **counts["events"].get(e.id, {"confirmed": 0, "late": 0}),
+               "incomplete": len(registration_records(store, event=e.id, status="incomplete"))}
+              for e in settings.events]
+    report = SendReport()
+    remaining = plan(contacts, store, kind="invitation", report=report)
+    deliveries = counts["deliveries"]
+    invitations = {"sent": deliveries.get("invitation sent", 0),
+                   "bounced": deliveries.get("invitation bounced", 0),
+                   "failed": deliveries.get("invitation failed", 0),
+                   "suppressed": report.suppressed, "remaining": len(remaining)}
+    invitations["done"] = invitations["sent"] + invitations["bounced"] + invitations["failed"]
+    days = registrations_per_day(registration_records(store, status="complete"),
+                                 settings.events, settings.campaign.timezone)
+    return Dashboard(counts=counts, events=events, contacts=len(contacts),
+                     invitations=invitations,
+                     chart=chart_svg(days, settings.events, settings.campaign.timezone),
+                     days=days)
+
+
+# --- cities -----------------------------------------------------------------------------------
+
+def _city_sort_key(column: str, event_ids: Sequence[str]) -> Callable[[CityRow], Any]:
+    if column in event_ids:
+        return lambda row: (row.events.get(column, "~"), fold(row.city))
+    if column == "status":
+        order = list(CITY_STATUS_PL)
+        return lambda row: (order.index(str(row.status)), fold(row.city))
+    if column in ("contacts", "registered"):
+        return lambda row: (getattr(row, column), fold(row.city))
+    if column == "notes":
+        return lambda row: (row.notes(), fold(row.city))
+    return lambda row: fold(row.city)
+
+
+def cities(store: Store, contacts: Sequence[Contact], event_ids: Sequence[str], *,
+           sort: str = "", descending: bool = False, status: str = "",
+           query: str = "") -> list[CityRow]:
+    """`status --cities`, filtered by status and a piece of the name, sorted by a column."""
+    rows = city_status(contacts, store)
+    if status:
+        rows = [r for r in rows if str(r.status) == status]
+    if query.strip():
+        wanted = fold(query.strip())
+        rows = [r for r in rows if wanted in fold(r.city)]
+    if sort in (*CITY_COLUMNS, *event_ids):
+        rows.sort(key=_city_sort_key(sort, event_ids), reverse=descending)
+    return rows
+
+
+# --- registrations ----------------------------------------------------------------------------
+
+def registrations(store: Store, *, event: str | None, status: str | None,
+                  query: str = "") -> list[dict[str, Any]]:
+    """The export's records (`registrations --format json`), narrowed by a search."""
+    records = registration_records(store, event=event or None, status=status or None)
+    wanted = fold(query.strip())
+    if not wanted:
+        return records
+    return [r for r in records
+            if any(wanted in fold(str(r.get(f) or "")) for f in ("name", "city", "email",
+                                                                  "invited_city"))]
+
+
+# --- one message: the text beside what was read from it ---------------------------------------
+
+@dataclass
+class MessageView:
+    """One stored message: its text (own part, quoted history) with the values read marked."""
+
+    doc: Doc
+    own: Markup = field(default_factory=Markup)
+    quoted: Markup = field(default_factory=Markup)
+    from_quoted: bool = False
+    missing: str = ""  # why there is no text to show
+    reading: Reading | None = None
+    drafts: list[dict[str, str]] = field(default_factory=list)
+    registrants: list[Any] = field(default_factory=list)
+
+
+def highlight(text: str, values: Mapping[str, str]) -> Markup:
+    """`text`, HTML-escaped, with each value found in it (any case, any diacritics) in <mark>."""
+    folded = fold(text)
+    spans: list[tuple[int, int, str]] = []
+    for name, value in values.items():
+        needle = fold(value.strip())
+        if len(needle) < 2:
+            continue
+        start = folded.find(needle)
+        while start >= 0:
+            end = start + len(needle)
+            line_end = folded.find("\n", end)
+            if ":" not in folded[end:line_end if line_end >= 0 else None]:
+                spans.append((start, end, name))  # not a word of the label before the ":"
+            start = folded.find(needle, end)
+    spans.sort(key=lambda s: (s[0], s[0] - s[1]))  # leftmost, then longest
+    out, at = [], 0
+    for start, end, name in spans:
+        if start < at:
+            continue  # overlaps a longer or earlier value
+        label = FIELD_PL.get(name, name)
+        out += [escape(text[at:start]),
+                Markup('<mark title="{}" data-field="{}">{}</mark>').format(
+                    label, name, text[start:end])]
+        at = end
+    out.append(escape(text[at:]))
+    return Markup("").join(out)
+
+
+def message_view(doc: Doc, settings: Settings) -> MessageView:
+    """Read the stored .eml again with the service's own reader (`mailer inspect`)."""
+    view = MessageView(doc=doc)
+    try:
+        raw = Path(doc.get("path") or "").read_bytes()
+    except OSError:
+        view.missing = "Plik wiadomości nie istnieje (dane usunięte albo przeniesione)."
+        return view
+    if doc.get("headers_only"):
+        view.missing = "Wiadomość zbyt duża: zachowano tylko nagłówki."
+    campaign = settings.campaign
+    view.reading = understand(
+        raw, received=datetime.fromisoformat(doc["received"]), events=settings.events,
+        own_addresses={campaign.reply_to.lower(), campaign.sender_address.lower(),
+                       settings.envelope_from.lower()},
+        authserv_id=settings.answers.trusted_authserv_id)
+    view.drafts = [dict(d.values) for d in view.reading.drafts]
+    view.from_quoted = any(d.from_quoted for d in view.reading.drafts)
+    view.registrants = [validate_draft(values, sender=view.reading.sender,
+                                       events=settings.events) for values in view.drafts]
+    marks: dict[str, str] = {}
+    for values in view.drafts:
+        marks.update({f"{k}": v for k, v in values.items() if v})
+    reply = split_reply(body_text(parse_bytes(raw)))
+    view.own = highlight(reply.own, {} if view.from_quoted else marks)
+    view.quoted = highlight(reply.quoted, marks if view.from_quoted else {})
+    return view
+
+
+def registrations_of_message(found: Person, key: str) -> list[Doc]:
+    """The registration versions (current or in history) that this message made or changed."""
+    versions = []
+    for doc in found.registrations:
+        for version in [*doc.get("history", []), doc]:
+            if (version.get("messages") or [None])[-1] == key:
+                versions.append(version)
+    return versions
+
+
+@dataclass
+class PersonView:
+    """Everything about one address, each message beside what was read from it."""
+
+    found: Person
+    messages: list[tuple[MessageView, list[Doc]]]
+    answers: list[tuple[Doc, str]]
+
+
+def person_view(store: Store, settings: Settings, renderer: Renderer,
+                address: str) -> PersonView:
+    """`mailer show` for the browser, plus the text of each message in and out."""
+    found = person(store, address)
+    messages = [(message_view(doc, settings), registrations_of_message(found, doc["key"]))
+                for doc in found.inbound]
+    answers = [(doc, answer_text(renderer, settings, doc)) for doc in found.answers]
+    return PersonView(found=found, messages=messages, answers=answers)
+
+
+def answer_text(renderer: Renderer, settings: Settings, doc: Doc) -> str:
+    """The answer as the service built it (the same renderer and outbox record)."""
+    try:
+        message = build_answer(renderer, settings, doc)
+    except (MailerError, KeyError) as err:
+        return f"(nie można odtworzyć treści: {err})"
+    return body_text(parse_bytes(message.data))
+
+
+# --- review -----------------------------------------------------------------------------------
+
+def waiting_item(store: Store, key: str) -> Doc | None:
+    """The review item with exactly this key, if it still waits."""
+    return next((d for d in review_queue(store) if d["key"] == key), None)
+
+
+def prefill(view: MessageView) -> dict[str, Any]:
+    """The register form's starting values: what the reader found, else the sender."""
+    values = dict(view.drafts[0]) if view.drafts else {}
+    registrant = view.registrants[0] if view.registrants else None
+    sender = view.reading.sender if view.reading else str(view.doc.get("sender", ""))
+    return {**{f: values.get(f, "") for f in FIELD_PL if f != "event"},
+            "email": values.get("email") or sender,
+            "events": list(registrant.events) if registrant else []}
