@@ -1,0 +1,138 @@
+"""Commands of the inbox side: inspect, watch, run."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from mailer.audit import AuditLog
+from mailer.campaign import CampaignSender, SendReport, plan
+from mailer.cli import EXIT_PENDING, App, cli
+from mailer.contacts import read_contacts
+from mailer.decide import answer_allowed
+from mailer.errors import UsageError
+from mailer.render import Renderer
+from mailer.settings import Settings
+from mailer.store import open_state
+from mailer.understand import answer_template, reading_json, understand
+from mailer.watcher import Watcher, WatchReport
+
+log = logging.getLogger("mailer")
+
+
+@cli.command()
+@click.argument("eml", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--received", help="Arrival time (ISO-8601); default: the (rehearsal) clock.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object (SPEC §9).")
+@click.pass_obj
+def inspect(app: App, eml: Path, received: str | None, as_json: bool) -> None:
+    """What the service makes of one message; nothing is stored or sent."""
+    settings = app.settings()
+    when = parse_time(received, settings, "--received") if received else app.clock.now()
+    campaign = settings.campaign
+    own = {a.lower() for a in (campaign.reply_to, campaign.sender_address,
+                               settings.envelope_from)}
+    reading = understand(eml.read_bytes(), received=when, events=settings.events,
+                         own_addresses=own, authserv_id=settings.answers.trusted_authserv_id)
+    answer = answer_template(reading)
+    if answer and answer_allowed(sender=reading.sender, own_addresses=own,
+                                 automated=bool(reading.automated), received=when,
+                                 watermark=None, answers_today=0, forged=reading.forged,
+                                 max_per_day=settings.answers.max_per_sender_per_day):
+        answer = None
+    data = reading_json(reading, answer)
+    if as_json:
+        click.echo(json.dumps(data, ensure_ascii=False, indent=2))
+        return
+    click.echo(f"kind: {data['kind']} ({reading.classification.reason})")
+    click.echo(f"sender: {data['sender']}  received: {data['received']}")
+    for number, person in enumerate(data["registrants"], start=1):
+        events = ", ".join(f"{k}: {v}" for k, v in person["events"].items()) or "none"
+        click.echo(f"registrant {number}: {person['name']} | {person['position']} | "
+                   f"{person['city']} | {person['email']} | {person['phone']} | {events}")
+    for error in data["errors"]:
+        click.echo(f"  {error['field']}: {error['message']}")
+    if data["bounced"]:
+        click.echo(f"bounced: {', '.join(data['bounced'])}")
+    click.echo(f"answer: {data['answer'] or 'none'}")
+
+
+def parse_time(value: str, settings: Settings, option: str) -> datetime:
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError as err:
+        raise UsageError(f"{option} {value!r}: expected ISO-8601 like "
+                         "2020-10-20T12:00:00+02:00") from err
+    return when if when.tzinfo else when.replace(tzinfo=settings.campaign.timezone)
+
+
+def _install_stop(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+
+async def _watch(app: App, settings: Settings, *, once: bool, send_first: bool) -> WatchReport:
+    with open_state(settings.storage, writer=True) as store:
+        audit = AuditLog(settings.storage)
+        if send_first:
+            await _send_pending(app, settings, store, audit)
+        watcher = Watcher(settings, store, clock=app.clock, audit=audit)
+        try:
+            if once:
+                return await watcher.process_once()
+            stop = asyncio.Event()
+            _install_stop(stop)
+            log.info("watching %s:%s %s; stop with Ctrl-C or SIGTERM", settings.imap.host,
+                     settings.imap.port, settings.imap.folder)
+            await watcher.run(stop)
+            return WatchReport()
+        finally:
+            await watcher.close()
+            audit.flush()
+
+
+async def _send_pending(app: App, settings: Settings, store: Any, audit: AuditLog) -> None:
+    """`run` first sends invitations still pending, while any event is open."""
+    if not settings.open_events(app.clock.now()):
+        log.info("every deadline has passed: no invitations are sent")
+        return
+    contacts = read_contacts(settings.campaign.recipients)
+    report = SendReport()
+    todo = plan(contacts.contacts, store, kind="invitation", report=report)
+    if todo:
+        sender = CampaignSender(settings, Renderer(settings, now=app.clock.now()), store,
+                                now=app.clock.now, audit=audit)
+        result = await sender.run(todo)
+        log.info("invitations: sent %d, refused %d, deferred %d", result.sent,
+                 len(result.failed), len(result.deferred))
+
+
+@cli.command()
+@click.option("--once", is_flag=True, help="Process what is waiting now, then exit.")
+@click.pass_obj
+def watch(app: App, once: bool) -> None:
+    """Read the reply inbox, register, answer."""
+    settings = app.settings()
+    report = asyncio.run(_watch(app, settings, once=once, send_first=False))
+    if once:
+        click.echo(report.summary())
+        if report.answers_pending:
+            sys.exit(EXIT_PENDING)
+
+
+@cli.command()
+@click.pass_obj
+def run(app: App) -> None:
+    """The service: send pending invitations, then watch the inbox until SIGTERM/Ctrl-C."""
+    settings = app.settings()
+    asyncio.run(_watch(app, settings, once=False, send_first=True))
+    click.echo("stopped; state saved")
