@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import email.policy
 import random
+import ssl
+import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
+from aiosmtpd.controller import Controller
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -138,3 +142,38 @@ def test_doctor_names_what_to_fix(make_workspace: Any) -> None:
     assert result.returncode == 1
     assert "[FAIL] smtp connect" in result.stdout and "[smtp] host, port" in result.stdout
     assert "[FAIL] imap" in result.stdout
+
+
+def _self_signed(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 that no system trusts (made with the openssl tool)."""
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    return cert, key
+
+
+async def test_certificates_are_verified_unless_trusted_explicitly(tmp_path: Path) -> None:
+    """A self-signed SMTP server is refused by default and accepted once ca_file trusts it."""
+    cert, key = _self_signed(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    sink = SmtpSink()
+    port = free_port()
+    controller = Controller(sink, hostname="127.0.0.1", port=port, ssl_context=context)
+    controller.start()
+    try:
+        untrusted = SmtpSession(SmtpSettings(port=port, security="tls", timeout=5),
+                                envelope_from="rejestracja@example.com", password=None)
+        with pytest.raises(DeliveryError, match="certificate is not trusted"):
+            await untrusted.send("a@example.com", b"Subject: x\r\n\r\nbody\r\n")
+        await untrusted.close()
+        assert sink.messages == []
+        trusted = SmtpSession(SmtpSettings(port=port, security="tls", timeout=5,
+                                           ca_file=str(cert)),
+                              envelope_from="rejestracja@example.com", password=None)
+        attempt = await trusted.send("a@example.com", b"Subject: x\r\n\r\nbody\r\n")
+        await trusted.close()
+        assert attempt.outcome == "sent" and len(sink.messages) == 1
+    finally:
+        controller.stop()

@@ -150,6 +150,7 @@ def test_status_registrations_exports_show_review(make_workspace: Any,
 
     shown = ws.run("show", ADDRESS, check=True).stdout
     assert NAME in shown and "answer confirmation: sent" in shown and ".eml" in shown
+    assert f"read: {NAME} | Naczelnik Wydziału | Kraków" in shown
 
     queue = ws.run("review", check=True).stdout
     assert "osoba4@miasto4.example.com" in queue and "not understood" in queue

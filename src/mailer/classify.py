@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Callable, Collection, Iterable
@@ -11,6 +12,7 @@ from email.parser import HeaderParser
 from email.policy import default as default_policy
 from email.utils import collapse_rfc2231_value, getaddresses
 from enum import StrEnum
+from types import EllipsisType
 
 from flufl.bounce import all_failures
 
@@ -107,9 +109,13 @@ _AUTO_PRECEDENCE = frozenset({"bulk", "junk", "list", "auto_reply"})
 
 
 def classify(
-    msg: EmailMessage, own_text: str, *, has_form: bool, own_addresses: Collection[str] = ()
+    msg: EmailMessage, own_text: str, *, has_form: bool, own_addresses: Collection[str] = (),
+    automated: str | EllipsisType | None = ...,
 ) -> Classification:
-    """Classify a message; `own_text` is the reply without quoted history, `has_form` from parse."""
+    """Classify a message; `own_text` is the reply without quoted history, `has_form` from parse.
+
+    `automated`: `is_automated(msg)` when the caller has it already (it is not cheap).
+    """
     bounce = _classify_report(msg)
     if bounce is not None:
         return bounce
@@ -121,7 +127,8 @@ def classify(
     # its message as automatic, and losing an unsubscribe is worse than one needless suppression.
     if _strip_punctuation(_fold(subject)) in _UNSUBSCRIBE_SUBJECTS:
         return Classification(Kind.UNSUBSCRIBE, f'unsubscribe subject "{subject.strip()}"')
-    automated = is_automated(msg)
+    if isinstance(automated, EllipsisType):
+        automated = is_automated(msg)
     if automated is not None:
         return Classification(Kind.AUTO_REPLY, automated)
     return _classify_text(_fold(subject) + "\n" + _fold(own_text), has_form=has_form)
@@ -359,6 +366,12 @@ _AUTOMATION_CHECKS: tuple[Callable[[Message], str | None], ...] = (
 
 def header_text(msg: Message, name: str) -> str:
     """Return a header's decoded value ("" when absent), never raising on a malformed one."""
+    plain_ids = _PLAIN_IDS.get(name.lower())
+    if plain_ids is not None:
+        raw = next((v for k, v in msg.raw_items() if k.lower() == name.lower()), None)
+        text = "".join(_LINESEP.split(raw)) if isinstance(raw, str) else None
+        if text is not None and plain_ids.fullmatch(text):
+            return text  # what the parser would make of it, without its cost
     try:
         value = msg.get(name)
         return "" if value is None else str(value)
@@ -366,18 +379,54 @@ def header_text(msg: Message, name: str) -> str:
         return _raw_header(msg, name)
 
 
+# Message-IDs written plainly (`<dot-atom@dot-atom>`, lists of them separated by one space
+# once unfolded) read the same parsed or not; Message-ID keeps only its first id when parsed.
+_ID_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_ID = rf"<{_ID_ATOM}(?:\.{_ID_ATOM})*@{_ID_ATOM}(?:\.{_ID_ATOM})*>"
+_PLAIN_IDS = {"message-id": re.compile(_ID), "in-reply-to": re.compile(rf"{_ID}(?: {_ID})*"),
+              "references": re.compile(rf"{_ID}(?: {_ID})*")}
+_LINESEP = re.compile(r"\n|\r\n?")  # what the policy removes when it unfolds a header
+
+
 def _raw_header(msg: Message, name: str) -> str:
     """Return a header's value as received (unfolded, not decoded), or ""."""
     for key, value in msg.raw_items():
         if key.lower() == name.lower():
-            return re.sub(r"\r?\n[ \t]+", " ", str(value))
+            text = str(value)
+            return re.sub(r"\r?\n[ \t]+", " ", text) if "\n" in text else text
     return ""
 
 
 def first_address(msg: Message, name: str) -> str:
     """Return the first address of an address header, lower-cased, or ""."""
+    simple = simple_address(msg, name)
+    if simple is not None:
+        return simple.lower()
+    return _first_address(header_text(msg, name))
+
+
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"  # RFC 5322 atext; encoded-words are atoms too
+_WORD = rf'(?:{_ATOM}|"[^"\\\r\n]*")'
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_ADDR_SPEC = rf"{_ATOM}(?:\.{_ATOM})*@{_LABEL}(?:\.{_LABEL})+"
+_SIMPLE_MAILBOX = re.compile(
+    rf"[ \t]*(?:(?:{_WORD}(?:[ \t]+{_WORD})*)?[ \t]*<({_ADDR_SPEC})>|({_ADDR_SPEC}))[ \t]*")
+
+
+def simple_address(msg: Message, name: str) -> str | None:
+    """The address of a header holding one plain mailbox (`Name <a@b.c>`, `a@b.c`), else None.
+
+    Such a header has one reading, so its address is taken as written: the stdlib's header
+    parser, needed for anything less plain, costs more than the rest of reading a reply.
+    """
+    match = _SIMPLE_MAILBOX.fullmatch(_raw_header(msg, name))
+    return None if match is None else match.group(1) or match.group(2)
+
+
+@functools.lru_cache(maxsize=1024)  # asked for From three times per message
+def _first_address(value: str) -> str:
     try:
-        pairs = getaddresses([header_text(msg, name)])
+        pairs = getaddresses([value])
         addresses = [address for _name, address in pairs if address]
     except Exception:  # getaddresses trips over some malformed lists
         return ""
@@ -400,11 +449,30 @@ def _report_type(msg: Message) -> str:
     return collapse_rfc2231_value(value).strip().lower() if value else ""
 
 
+class _FoldCache(dict[int, str]):
+    """A str.translate table filled on first sight: each character is folded once.
+
+    Folding char by char equals folding the whole text: NFKD decomposes each code point on
+    its own (canonical reordering moves only combining marks, which are dropped) and
+    casefold() maps each code point without context.
+    """
+
+    def __missing__(self, code: int) -> str:
+        char = chr(code).replace("ł", "l").replace("Ł", "L")
+        decomposed = unicodedata.normalize("NFKD", char)
+        folded = "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
+        if len(self) < _FOLD_CACHE_MAX:  # bounded: a message full of rare characters
+            self[code] = folded
+        return folded
+
+
+_FOLD_CACHE_MAX = 20_000
+_FOLDED = _FoldCache()
+
+
 def _fold(text: str) -> str:
     """Lower-case, strip diacritics (ł has no decomposition) and collapse whitespace."""
-    decomposed = unicodedata.normalize("NFKD", text.replace("ł", "l").replace("Ł", "L"))
-    stripped = "".join(char for char in decomposed if not unicodedata.combining(char))
-    return " ".join(stripped.casefold().split())
+    return " ".join(text.translate(_FOLDED).split())
 
 
 def _strip_punctuation(text: str) -> str:

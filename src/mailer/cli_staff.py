@@ -1,5 +1,9 @@
 """Commands of the staff's side and the tools: status, registrations, show, review, forget,
-purge, doctor, devserver, demo, web."""
+purge, doctor, devserver, demo, web.
+
+The tools' modules (pymap, openpyxl, starlette, DNS) are imported inside their commands, so
+that `mailer send` and `mailer run` do not pay for them at every start.
+"""
 
 from __future__ import annotations
 
@@ -16,11 +20,7 @@ from mailer.audit import AuditLog
 from mailer.cli import App, cli, confirm
 from mailer.cli_inbox import parse_time
 from mailer.contacts import read_contacts
-from mailer.demo import run_demo
-from mailer.devserver import options_for, run_until_stopped
-from mailer.doctor import Level, diagnose
 from mailer.errors import MailerError, UsageError
-from mailer.export import registration_records, to_csv, to_xlsx
 from mailer.report import cities_table, city_status, format_table
 from mailer.staff import campaign_counts, counts_csv, describe_person, format_counts
 from mailer.store import open_state
@@ -77,6 +77,7 @@ def purge(app: App, before_text: str, yes: bool) -> None:
 def devserver(app: App, smtp_port: int | None, imap_port: int | None, folder: Path | None,
               password: str, bounce: tuple[str, ...]) -> None:
     """Local SMTP + IMAP on 127.0.0.1 for trying everything out; Ctrl-C stops it."""
+    from mailer.devserver import options_for, run_until_stopped
     options = options_for(app.config, root=folder, smtp_port=smtp_port,
                               imap_port=imap_port, password=password, bounce=bounce)
     if app.clock.rehearsal:
@@ -93,6 +94,7 @@ def devserver(app: App, smtp_port: int | None, imap_port: int | None, folder: Pa
 @click.pass_obj
 def demo(app: App, folder: Path | None) -> None:
     """The whole flow end to end against the dev server, in a throwaway workspace."""
+    from mailer.demo import run_demo
     run_demo(app.config, folder, click.echo)
 
 
@@ -144,6 +146,7 @@ def status(app: App, cities: bool, fmt: str) -> None:
 def registrations(app: App, event_id: str | None, status_filter: str | None, fmt: str,
                   out: Path | None) -> None:
     """The registrations: table, CSV for Excel (UTF-8 BOM, ';'), JSON (SPEC §9) or XLSX."""
+    from mailer.export import registration_records, to_csv, to_xlsx
     settings = app.settings()
     events = [settings.event(event_id)] if event_id else list(settings.events)
     with open_state(settings.storage, writer=False) as store:
@@ -220,6 +223,7 @@ def review(app: App, /, handled_key: str | None, note: str, register_key: str | 
 @click.pass_obj
 def doctor(app: App) -> None:
     """Check the campaign against its servers (SMTP, IMAP, DNS) without sending anything."""
+    from mailer.doctor import Level, diagnose
     settings = app.settings()
     findings = asyncio.run(diagnose(settings))
     for finding in findings:
@@ -239,7 +243,7 @@ def doctor(app: App) -> None:
 @click.pass_obj
 def web(app: App, port: int, host: str, public: bool) -> None:
     """The clerk's web view: audit, review, export. Prints one URL with an access token."""
-    from mailer.web import serve  # noqa: PLC0415 (Starlette and uvicorn load only for this)
+    from mailer.web import serve
 
     serve(app.settings(), clock=app.clock, host=host, port=port, public=public,
           echo=click.echo)

@@ -79,7 +79,7 @@ def _try_decode(data: bytes, codec: str) -> str | None:
 
 
 def _polish_score(text: str) -> int:
-    return sum(c in _POLISH_LETTERS for c in text) - 2 * sum(c in _MISREAD_LETTERS for c in text)
+    return sum(map(text.count, _POLISH_LETTERS)) - 2 * sum(map(text.count, _MISREAD_LETTERS))
 
 
 def decode_text(data: bytes, charset: str | None) -> str:
@@ -91,7 +91,9 @@ def decode_text(data: bytes, charset: str | None) -> str:
     names = (_codec_name(charset), *(_codec_name(c) for c in _FALLBACK_CHARSETS))
     readings = [text for name in dict.fromkeys(n for n in names if n)
                 if (text := _try_decode(data, name)) is not None]
-    plausible = [text for text in readings if not _C1_CONTROLS.search(text)]
+    plausible = list(dict.fromkeys(text for text in readings if not _C1_CONTROLS.search(text)))
+    if len(plausible) == 1:  # every label reads the same (ASCII): nothing to weigh
+        return plausible[0]
     if plausible:
         return max(plausible, key=_polish_score)
     if readings:
@@ -224,9 +226,24 @@ def _fold_char(char: str) -> str:
     return base if len(base) == 1 else char  # one char in, one out: match offsets stay valid
 
 
+class _FoldCache(dict[int, str]):
+    """A str.translate table filled on first sight: each character is folded once, not once
+    per occurrence (folding every line of a quoted newsletter char by char was the hot spot)."""
+
+    def __missing__(self, code: int) -> str:
+        folded = _fold_char(chr(code).translate(_FOLD_TABLE))
+        if len(self) < _FOLD_CACHE_MAX:  # bounded: a message full of rare characters
+            self[code] = folded
+        return folded
+
+
+_FOLD_CACHE_MAX = 20_000
+_FOLDED = _FoldCache()
+
+
 def fold(text: str) -> str:
     """Lower case without diacritics ("Imię" → "imie", "Łódź" → "lodz"), same length as text."""
-    return "".join(_fold_char(c) for c in text.translate(_FOLD_TABLE))
+    return text.translate(_FOLDED)
 
 
 _QUOTE_LINE = re.compile(r"^[ \t]*>")
@@ -248,17 +265,17 @@ def _plain(line: str) -> str:
     return fold(line.replace("*", "")).strip()
 
 
-def _is_header_block(lines: Sequence[str], i: int) -> bool:
+def _is_header_block(lines: Sequence[str], i: int, plain: str) -> bool:
     """Outlook's "Od: … Wysłane: … Do: … Temat:" (or From/Sent/To/Subject) block starts at i."""
-    if not _HEADER_START.match(_plain(lines[i])):
+    if not _HEADER_START.match(plain):
         return False
     following = [_plain(line) for line in lines[i + 1 : i + 8]]
     return sum(bool(_HEADER_FIELD.match(line)) for line in following) >= 2
 
 
-def _attribution_span(lines: Sequence[str], i: int) -> int:
+def _attribution_span(lines: Sequence[str], i: int, plain: str) -> int:
     """Lines taken by a "W dniu … napisał(a):" / "On … wrote:" attribution at i; 0 if none."""
-    if not _ATTRIBUTION_START.match(_plain(lines[i])):
+    if not _ATTRIBUTION_START.match(plain):
         return 0
     joined = ""
     for n, line in enumerate(lines[i : i + _ATTRIBUTION_MAX_LINES], start=1):
@@ -275,13 +292,21 @@ def _quote_follows(lines: Sequence[str], j: int) -> bool:
     return bool(_QUOTE_LINE.match(next_line))
 
 
+# What a separator, a header block or an attribution can start with (their patterns' first
+# characters): any other line is own text without trying them.
+_HISTORY_INITIALS = frozenset("-_ofwd")
+
+
 def _history_span(lines: Sequence[str], i: int) -> int:
     """How many lines from i are quoted history (0: line i is own text)."""
     if _QUOTE_LINE.match(lines[i]):
         return 1
-    if _SEPARATOR.match(_plain(lines[i])) or _is_header_block(lines, i):
+    plain = _plain(lines[i])
+    if plain[:1] not in _HISTORY_INITIALS:
+        return 0
+    if _SEPARATOR.match(plain) or _is_header_block(lines, i, plain):
         return len(lines) - i  # Outlook quotes the original unprefixed: the rest is history
-    span = _attribution_span(lines, i)
+    span = _attribution_span(lines, i, plain)
     if span and not _quote_follows(lines, i + span):
         return len(lines) - i
     return span  # an attribution over "> " lines: bottom-posted text after them is own text
@@ -294,7 +319,10 @@ def split_reply(text: str) -> ReplyText:
     quoted: list[str] = []
     i = 0
     while i < len(lines):
-        span = _history_span(lines, i)
+        end = i
+        while end < len(lines) and _QUOTE_LINE.match(lines[end]):  # a run of "> " lines
+            end += 1
+        span = end - i or _history_span(lines, i)
         if span:
             quoted.extend(lines[i : i + span])
             i += span
@@ -331,6 +359,7 @@ _LABEL_LINE = re.compile(
 )
 _QUOTE_MARKERS = re.compile(r"^[ \t]*(?:>[ \t]?)+")
 _BULLET = re.compile(r"^(?:[-*•·]|\d{1,2}[.)])[ \t]+")
+_BULLET_MARKS = frozenset("-*•·")  # or a decimal digit (\d)
 _MAILTO = re.compile(r"\s*[<\[]mailto:[^>\]]*[>\]]")  # Outlook plain text: addr<mailto:addr>
 _CLOSING = re.compile(
     r"^(?:pozdrawiam|pozdrowienia|z powazaniem|z wyrazami|serdecznie|dziekuje|dziekujemy"
@@ -344,8 +373,12 @@ _MAX_BLANKS_BEFORE_VALUE = 2  # html2text puts one blank line between paragraphs
 def _clean_line(raw: str) -> str:
     """A line without quote markers, bullets, zero-width characters or markdown bold."""
     line = raw.replace("\xa0", " ").replace("\u200b", "").replace("\ufeff", "")
-    line = _QUOTE_MARKERS.sub("", line).replace("**", "").strip(" \t|")
-    return _BULLET.sub("", line).strip()
+    if ">" in line:  # (cheap checks first: without one the pattern cannot match)
+        line = _QUOTE_MARKERS.sub("", line)
+    line = line.replace("**", "").strip(" \t|")
+    if line[:1] in _BULLET_MARKS or line[:1].isdecimal():
+        line = _BULLET.sub("", line)
+    return line.strip()
 
 
 def _clean_value(raw: str) -> str:

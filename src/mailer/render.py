@@ -144,11 +144,41 @@ def _fold(parts: list[str], width: int = 66) -> str:
 
 
 def encode_body(text: str) -> bytes:
-    """UTF-8 quoted-printable with CRLF line ends (RFC 2045 §6.7): readable and 7-bit safe."""
-    lf = text.replace("\r\n", "\n").replace("\r", "\n")
+    """UTF-8 quoted-printable with CRLF line ends (RFC 2045 §6.7): readable and 7-bit safe.
+
+    Quoted-printable works line by line (soft breaks and the trailing-space rule end at
+    each line end), so the text is encoded in blocks between blank lines, and blocks are
+    remembered: every invitation repeats the same template paragraphs, and encoding 14 kB
+    afresh cost ~0.2 ms a message; only the blocks with the recipient's data are new.
+    """
+    lf = text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
     if not lf.endswith("\n"):
         lf += "\n"
-    encoded = binascii.b2a_qp(lf.encode("utf-8"), quotetabs=False, istext=True, header=False)
+    # Every block but the last was followed by "\n\n" and so never ends with "\n"; the last
+    # ends with "\n" (or is empty) and is encoded as it is.
+    *blocks, last = lf.split("\n\n")
+    if len(_QP_BLOCKS) > _QP_CACHE_BLOCKS:
+        _QP_BLOCKS.clear()  # personal blocks pile up; the template's come back at once
+    encoded = [_QP_BLOCKS.get(block) or _encode_block(block) for block in blocks]
+    encoded.append(_quoted_printable(last))
+    return b"".join(encoded)
+
+
+_QP_BLOCKS: dict[str, bytes] = {}
+_QP_CACHE_BLOCKS = 4096
+
+
+def _encode_block(block: str) -> bytes:
+    """A block and the blank line after it, remembered."""
+    encoded = _quoted_printable(block + "\n") + b"\r\n"
+    _QP_BLOCKS[block] = encoded
+    return encoded
+
+
+def _quoted_printable(lines: str) -> bytes:
+    """Complete LF-terminated lines (or nothing) → quoted-printable with CRLF."""
+    encoded = binascii.b2a_qp(lines.encode("utf-8"), quotetabs=False, istext=True,
+                              header=False)
     return encoded.replace(b"\n", b"\r\n")
 
 
@@ -229,6 +259,7 @@ class Renderer:
     def __init__(self, settings: Settings, *, now: datetime) -> None:
         self.settings = settings
         self.now = now
+        self._date: tuple[datetime | None, str] = (None, "")
         zone = settings.campaign.timezone
         self._text_env = _environment(settings.templates_dir, zone, html=False)
         self._html_env = _environment(settings.templates_dir, zone, html=True)
@@ -275,7 +306,8 @@ class Renderer:
         """
         seed = f"{self.settings.campaign.name}\0{kind}\0{key}".encode()
         digest = hashlib.sha256(seed).hexdigest()[:32]
-        return f"<{digest}.{kind}@{self.domain}>"
+        label = kind.partition(":")[0]  # "reminder:pim" → "reminder": ':' is no atext
+        return f"<{digest}.{label}@{self.domain}>"
 
     def random_message_id(self, kind: str) -> str:
         """A fresh Message-ID, for test sends that are not recorded."""
@@ -317,7 +349,7 @@ class Renderer:
             f"To: {format_address(to_name, to_addr)}",
             f"Reply-To: {self.settings.campaign.reply_to}",
             f"Subject: {encode_unstructured(subject)}",
-            f"Date: {format_datetime(self.now_for_header())}",
+            f"Date: {self._date_header()}",
             f"Message-ID: {message_id}",
         ]
         lines.extend(f"{k}: {clean_header_text(v)}" for k, v in headers)
@@ -335,6 +367,12 @@ class Renderer:
         """The Date header's time: the (rehearsal) clock, in the campaign's zone."""
         return self.now.astimezone(self.settings.campaign.timezone)
 
+    def _date_header(self) -> str:
+        """`now_for_header` formatted, once for as long as `now` stays the same."""
+        if self._date[0] is not self.now:
+            self._date = (self.now, format_datetime(self.now_for_header()))
+        return self._date[1]
+
 
 _TEXT_HEAD = (b'Content-Type: text/plain; charset="utf-8"\r\n'
               b"Content-Transfer-Encoding: quoted-printable\r\n\r\n")
@@ -349,11 +387,13 @@ def _mime_body(text: str, html: str | None, message_id: str) -> bytes:
     # QP output never contains "=_", so a boundary made of it cannot occur in the parts.
     boundary = "=_" + hashlib.sha1(message_id.encode()).hexdigest()[:24]
     b = boundary.encode("ascii")
+    # The CRLF before a delimiter belongs to the delimiter (RFC 2046 §5.1.1): without an
+    # extra one each part would lose its own last line end.
     return b"".join((
         b'Content-Type: multipart/alternative; boundary="' + b + b'"\r\n\r\n',
         b"--" + b + b"\r\n", _TEXT_HEAD, encode_body(text),
-        b"--" + b + b"\r\n", _HTML_HEAD, encode_body(html),
-        b"--" + b + b"--\r\n",
+        b"\r\n--" + b + b"\r\n", _HTML_HEAD, encode_body(html),
+        b"\r\n--" + b + b"--\r\n",
     ))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import re
@@ -11,6 +12,7 @@ import time
 from dataclasses import dataclass
 
 import aiosmtplib
+from aiosmtplib.typing import SMTPStatus
 
 from mailer.errors import DeliveryError
 from mailer.settings import SmtpSettings
@@ -108,7 +110,12 @@ class SmtpSession:
                     hint="the server (or something between) offers no STARTTLS; "
                     "check [smtp] security and port",
                 ) from err
+            if "CERTIFICATE_VERIFY_FAILED" in str(err):
+                raise _untrusted(s, err) from err
             raise
+        except ssl.SSLCertVerificationError as err:
+            client.close()
+            raise _untrusted(s, err) from err
         return client
 
     async def send(self, to: str, data: bytes) -> Attempt:
@@ -116,12 +123,8 @@ class SmtpSession:
         try:
             if self.client is None or not self.client.is_connected:
                 self.client = await self._connect()
-            errors, reply = await self.client.sendmail(self.envelope_from, [to], data)
-        except aiosmtplib.SMTPRecipientsRefused as err:
-            refused = err.recipients[0]
-            return Attempt(sort_reply(refused.code, refused.message), refused.code,
-                           refused.message)
-        except aiosmtplib.SMTPResponseException as err:
+            reply = await _transaction(self.client, self.envelope_from, to, data)
+        except aiosmtplib.SMTPResponseException as err:  # MAIL, RCPT or DATA refused
             attempt = Attempt(sort_reply(err.code, err.message), err.code, err.message)
             if attempt.outcome is Outcome.QUOTA:
                 await self.close()
@@ -130,9 +133,6 @@ class SmtpSession:
             # Timeouts and drops leave the session in an unknown state: start afresh.
             await self.close()
             return Attempt(Outcome.TEMPORARY, None, f"{type(err).__name__}: {err}")
-        if errors:  # partial refusal is returned, not raised; one recipient here
-            code, text = errors.get(to, (None, ""))
-            return Attempt(sort_reply(code or 550, text), code, text)
         return Attempt(Outcome.SENT, 250, reply)
 
     async def close(self) -> None:
@@ -144,6 +144,94 @@ class SmtpSession:
                 await asyncio.wait_for(client.quit(), timeout=5)
         except (TimeoutError, aiosmtplib.SMTPException, OSError):
             client.close()
+
+
+async def _transaction(client: aiosmtplib.SMTP, sender: str, to: str, data: bytes) -> str:
+    """MAIL, RCPT, DATA for one recipient, as `sendmail` does; the server's final reply.
+
+    `sendmail` parses both addresses twice and rescans every message with two regular
+    expressions (line ends, leading dots): 0.4 ms for a 19 kB invitation, more than half of
+    what aiosmtplib costs per message. Here plain addresses and CRLF-only messages take
+    shortcuts (`_envelope`, `_send_data`); anything else goes through aiosmtplib as before.
+    """
+    try:
+        await _envelope(client, sender, to)
+        response = await _send_data(client, data)
+    except aiosmtplib.SMTPResponseException:
+        # As sendmail does: reset the envelope; a failing reset must not hide the refusal.
+        with contextlib.suppress(ConnectionError, aiosmtplib.SMTPResponseException):
+            await client.rset()
+        raise
+    return response.message
+
+
+# A dot-atom address of ASCII letters, digits and atext symbols (RFC 5322 §3.2.3): nothing
+# in it can end an SMTP command or add a parameter, and aiosmtplib's quote_address returns
+# it unchanged in <>. Quoted local parts, spaces or non-ASCII go through aiosmtplib.
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_PLAIN_ADDRESS = re.compile(rf"{_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
+
+
+async def _envelope(client: aiosmtplib.SMTP, sender: str, to: str) -> None:
+    """MAIL FROM and RCPT TO, raising what aiosmtplib's mail() and rcpt() raise."""
+    if (client.is_ehlo_or_helo_needed or not _PLAIN_ADDRESS.fullmatch(sender)
+            or not _PLAIN_ADDRESS.fullmatch(to)):
+        await client.mail(sender)
+        await client.rcpt(to)
+        return
+    reply = await client.execute_command(b"MAIL", b"FROM:<" + sender.encode("ascii") + b">")
+    if reply.code != SMTPStatus.completed:
+        raise aiosmtplib.SMTPSenderRefused(reply.code, reply.message, sender)
+    reply = await client.execute_command(b"RCPT", b"TO:<" + to.encode("ascii") + b">")
+    if reply.code not in (SMTPStatus.completed, SMTPStatus.will_forward):
+        raise aiosmtplib.SMTPRecipientRefused(reply.code, reply.message, to)
+
+
+def _has_crlf_only(data: bytes) -> bool:
+    """True when every CR and LF is part of a CRLF pair (what the renderer writes)."""
+    pairs = data.count(b"\r\n")
+    return data.count(b"\n") == pairs and data.count(b"\r") == pairs
+
+
+async def _send_data(client: aiosmtplib.SMTP, data: bytes) -> aiosmtplib.SMTPResponse:
+    """DATA with the message dot-stuffed (RFC 5321 §4.5.2) by `bytes.replace`.
+
+    Equivalent to aiosmtplib's `data()` for CRLF-only messages (any other message goes
+    through `data()`, which normalises line ends): same bytes on the wire, same errors,
+    and the connection is closed on a drop or timeout, as aiosmtplib does.
+    """
+    protocol = client.protocol
+    if protocol is None or not _has_crlf_only(data):
+        return await client.data(data)
+    if not data.endswith(b"\r\n"):
+        data += b"\r\n"
+    if data.startswith(b"."):
+        data = b"." + data
+    wire = data.replace(b"\n.", b"\n..") + b".\r\n"
+    start = await client.execute_command(b"DATA")
+    if start.code != SMTPStatus.start_input:
+        raise aiosmtplib.SMTPDataError(start.code, start.message)
+    try:
+        # One session is used by one task at a time, and read_response() marks the reply
+        # as expected before the event loop can deliver it: nothing runs in between.
+        protocol.write(wire)
+        response = await protocol.read_response(timeout=client.timeout)
+    except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError):
+        client.close()
+        raise
+    if response.code != SMTPStatus.completed:
+        raise aiosmtplib.SMTPDataError(response.code, response.message)
+    return response
+
+
+def _untrusted(s: SmtpSettings, err: Exception) -> DeliveryError:
+    """An unverifiable certificate ends the run: retrying cannot help, and no password or mail
+    may go to a server that cannot prove who it is."""
+    return DeliveryError(
+        f"{s.host}:{s.port}: the server's certificate is not trusted ({err}); nothing was sent",
+        hint="for a server with a private CA or a self-signed certificate, name the "
+        "certificate in [smtp] ca_file",
+    )
 
 
 class RateLimiter:

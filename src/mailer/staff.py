@@ -192,6 +192,13 @@ def describe_person(found: Person) -> list[str]:
         lines.append(f"in  {doc.get('received', '')[:16]}  {doc.get('kind')}: "
                      f"{doc.get('subject')!r}  answer: {doc.get('answer') or '-'}  "
                      f"raw: {doc.get('path')}")
+        read = doc.get("read") or {}
+        for person in read.get("registrants", []):
+            events = ", ".join(f"{k}: {v}" for k, v in person.get("events", {}).items())
+            lines.append(f"      read: {person.get('name')} | {person.get('position')} | "
+                         f"{person.get('city')} | {person.get('email')} | "
+                         f"{person.get('phone')} | {events or 'no event'}")
+        lines += [f"      problem: {e['field']}: {e['message']}" for e in read.get("errors", [])]
     for doc in found.answers:
         lines.append(f"out {doc.get('created', '')[:16]}  answer {doc.get('template')}: "
                      f"{doc.get('status')}  {doc.get('message_id')}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -19,6 +20,7 @@ from mailer.classify import (
     dmarc_failure,
     header_text,
     is_automated,
+    simple_address,
 )
 from mailer.decide import Answer, Decision, decide_registration
 from mailer.parse import Draft, read_message
@@ -58,15 +60,43 @@ def message_key(raw: bytes) -> str:
     return hashlib.sha256(raw).hexdigest()[:32]
 
 
+class _ParsedOnce(EmailMessage):
+    """EmailMessage (policy.default) that parses a header value once, not on every access.
+
+    The stdlib builds a new header object each time a header is read — get_body(),
+    get_content_type(), get_param() and our checks read Content-Type, Subject and their
+    kin some 30 times per message — and header objects are immutable and keep no
+    reference to their message, so one parse of a (name, value) pair serves every read.
+    """
+
+    def get(self, name: str, failobj: Any = None) -> Any:
+        wanted = name.lower()
+        headers: list[tuple[str, Any]] = self._headers  # type: ignore[attr-defined]  # as Message.get
+        for key, value in headers:
+            if key.lower() == wanted:
+                if type(value) is str and self.policy is policy.default:
+                    return _parsed_header(key, value)
+                return self.policy.header_fetch_parse(key, value)
+        return failobj
+
+
+@functools.lru_cache(maxsize=128)  # a message's own headers and the common values
+def _parsed_header(name: str, value: str) -> Any:
+    return policy.default.header_fetch_parse(name, value)
+
+
 def parse_bytes(raw: bytes) -> EmailMessage:
     """The stdlib parse with the modern policy; it tolerates anything but let us be sure."""
-    msg = message_from_bytes(raw, policy=policy.default)
+    msg = message_from_bytes(raw, _ParsedOnce, policy=policy.default)
     assert isinstance(msg, EmailMessage)
     return msg
 
 
 def sender_of(msg: EmailMessage) -> str:
     """The From address (lower-cased domain and local part: answers and limits key on it)."""
+    simple = simple_address(msg, "From")
+    if simple is not None:
+        return simple.lower()
     return parseaddr(header_text(msg, "From"))[1].strip().lower()
 
 
@@ -104,12 +134,13 @@ def understand(raw: bytes, *, received: datetime, events: Sequence[Event],
     msg = parse_bytes(raw)
     sender = sender_of(msg)
     reply, drafts = read_message(msg)
+    automated = is_automated(msg)
     classification = classify(msg, reply.own, has_form=bool(drafts),
-                              own_addresses=own_addresses)
+                              own_addresses=own_addresses, automated=automated)
     base = Reading(
         key=message_key(raw), received=received, sender=sender,
         subject=header_text(msg, "Subject"), message_id=header_text(msg, "Message-ID").strip(),
-        refs=thread_ids(msg), classification=classification, automated=is_automated(msg),
+        refs=thread_ids(msg), classification=classification, automated=automated,
         forged=dmarc_failure(msg, authserv_id), own_text=reply.own, drafts=tuple(drafts),
     )
     if classification.kind is not Kind.REGISTRATION:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
@@ -67,9 +68,23 @@ def _fold_char(char: str) -> str:
     return base if len(base) == 1 else char  # one char in, one out: spans index the original
 
 
+class _FoldCache(dict[int, str]):
+    """A str.translate table filled on first sight: each character is folded once."""
+
+    def __missing__(self, code: int) -> str:
+        folded = _fold_char(chr(code).translate(_POLISH))
+        if len(self) < _FOLD_CACHE_MAX:  # bounded: a value full of rare characters
+            self[code] = folded
+        return folded
+
+
+_FOLD_CACHE_MAX = 20_000
+_FOLDED = _FoldCache()
+
+
 def _fold(text: str) -> str:
     """Lower case, no diacritics, punctuation as spaces; same length as `text` (NFC input)."""
-    return "".join(_fold_char(c) for c in text.translate(_POLISH))
+    return text.translate(_FOLDED)
 
 
 def _tidy(value: str) -> str:
@@ -115,20 +130,30 @@ class _Term:
     event_id: str | None  # None: every event
 
     def pattern(self) -> re.Pattern[str]:
-        parts = [
-            re.escape(w[:-1]) + r"\w{0,4}" if w.isalpha() and len(w) >= _MIN_STEM else re.escape(w)
-            for w in self.words.split()
-        ]
-        # Words of a term may not span a line break: a newline separates events.
-        return re.compile(r"(?<!\w)" + r"[^\S\n]+".join(parts) + r"(?!\w)")
+        return _term_pattern(self.words)
 
 
-def _terms(events: Sequence[Event]) -> list[_Term]:
+@functools.lru_cache(maxsize=256)
+def _term_pattern(words: str) -> re.Pattern[str]:
+    parts = [
+        re.escape(w[:-1]) + r"\w{0,4}" if w.isalpha() and len(w) >= _MIN_STEM else re.escape(w)
+        for w in words.split()
+    ]
+    # Words of a term may not span a line break: a newline separates events.
+    return re.compile(r"(?<!\w)" + r"[^\S\n]+".join(parts) + r"(?!\w)")
+
+
+def _terms(events: Sequence[Event]) -> tuple[_Term, ...]:
+    return _campaign_terms(tuple(events))
+
+
+@functools.lru_cache(maxsize=16)  # one campaign's events: built once, not per form
+def _campaign_terms(events: tuple[Event, ...]) -> tuple[_Term, ...]:
     terms = {_Term(w, None) for w in _ALL_WORDS}
     for event in events:
         names = (event.id, event.title, *event.aliases)
         terms.update(_Term(_words(name), event.id) for name in names)
-    return sorted((t for t in terms if t.words), key=lambda t: (t.words, t.event_id or ""))
+    return tuple(sorted((t for t in terms if t.words), key=lambda t: (t.words, t.event_id or "")))
 
 
 def _find_spans(folded: str, terms: Iterable[_Term]) -> list[tuple[int, int, str | None]]:

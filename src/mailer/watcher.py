@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 from collections import Counter
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -20,13 +22,14 @@ from mailer.clock import Clock
 from mailer.contacts import read_contacts
 from mailer.decide import answer_allowed
 from mailer.effects import INBOUND, REGISTRATIONS, Ledger
+from mailer.errors import StateError
 from mailer.imap_client import Fetched, ImapAuthError, ImapError, ImapInbox
 from mailer.render import Renderer
 from mailer.respond import ANSWERS, answer_doc, flush_outbox
 from mailer.settings import Settings
 from mailer.smtp_client import SmtpSession
-from mailer.store import Doc, Store, atomic_write, fsync_dir
-from mailer.understand import Reading, answer_template, understand
+from mailer.store import Doc, Store, fsync_dir
+from mailer.understand import Reading, answer_template, reading_json, understand
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +38,7 @@ __all__ = ["INBOUND", "MAILBOX", "REGISTRATIONS", "WatchReport", "Watcher"]
 
 MAILBOX = "mailbox"
 BATCH = 100
+SYNC_THREADS = 16  # raw messages fsync'd at once at the end of a batch
 
 
 @dataclass
@@ -56,11 +60,14 @@ class Watcher:
     """Reads the inbox into the store and answers; `process_once` is one complete pass."""
 
     def __init__(self, settings: Settings, store: Store, *, clock: Clock,
-                 audit: AuditLog | None = None) -> None:
+                 audit: AuditLog | None = None, imap_timeout: float = 30.0) -> None:
         self.settings = settings
+        self.imap_timeout = imap_timeout  # seconds an IMAP command may go unanswered
         self.store = store
         self.clock = clock
         self.audit = audit
+        # "receive" audit entries of the batch being read, written once it is committed.
+        self._receipts: list[dict[str, Any]] = []
         self.renderer = Renderer(settings, now=clock.now())
         self.inbox: ImapInbox | None = None
         self.smtp = SmtpSession(settings.smtp, envelope_from=settings.envelope_from,
@@ -70,6 +77,7 @@ class Watcher:
         self.own = {a.lower() for a in (campaign.reply_to, campaign.sender_address,
                                         settings.envelope_from) if a}
         self.messages_dir = settings.storage / "messages"
+        self.raw_files = _RawFiles(self.messages_dir)
         self.ledger = Ledger(settings, store, clock=clock,
                              contacts=read_contacts(campaign.recipients).contacts)
         self.watermark = self._watermark()
@@ -100,31 +108,60 @@ class Watcher:
                         "messages already seen are recognised by content",
                         self.settings.imap.folder, pointer.get("uidvalidity"), inbox.uidvalidity)
         listed = await inbox.new_uids(last)
-        for start in range(0, len(listed), BATCH):
-            await self._process_batch(inbox, listed[start:start + BATCH], report)
+        batches = [listed[start:start + BATCH] for start in range(0, len(listed), BATCH)]
+        fetched = await self._fetch(inbox, batches[0]) if batches else []
+        for index, batch in enumerate(batches):
+            following = batches[index + 1] if index + 1 < len(batches) else ()
+            fetched = await self._process_batch(inbox, batch, fetched, following, report)
         await self._flush_answers(report)
         if self.audit:
             self.audit.flush()
         return report
 
-    async def _process_batch(self, inbox: ImapInbox, batch: Sequence[tuple[int, int]],
-                             report: WatchReport) -> None:
+    async def _fetch(self, inbox: ImapInbox, batch: Sequence[tuple[int, int]]) -> list[Fetched]:
         limit = self.settings.imap.max_message_bytes
         small = [uid for uid, size in batch if size <= limit]
         large = [uid for uid, size in batch if size > limit]
         fetched = await inbox.fetch(small)
         fetched += await inbox.fetch(large, headers_only=True)
-        for item in sorted(fetched, key=lambda f: f.uid):
-            kind = self._ingest(item, inbox.uidvalidity)
-            if kind is not None:
-                report.new += 1
-                report.kinds[kind] += 1
-        fsync_dir(self.messages_dir)
+        return fetched
+
+    async def _process_batch(self, inbox: ImapInbox, batch: Sequence[tuple[int, int]],
+                             fetched: list[Fetched], following: Sequence[tuple[int, int]],
+                             report: WatchReport) -> list[Fetched]:
+        """Record `fetched` (the messages of `batch`) in one journal line; returns the
+        messages of `following`, fetched while this batch's raw files reach the disk."""
+        try:
+            for item in sorted(fetched, key=lambda f: f.uid):
+                kind = self._ingest(item, inbox.uidvalidity)
+                if kind is not None:
+                    report.new += 1
+                    report.kinds[kind] += 1
+            # The batch's .eml files are on disk before the journal line that names them.
+            syncing = asyncio.ensure_future(asyncio.to_thread(self.raw_files.sync))
+            try:
+                upcoming = await self._fetch(inbox, following) if following else []
+            finally:  # even when the fetch failed: never leave the thread writing
+                [synced] = await asyncio.gather(syncing, return_exceptions=True)
+            if isinstance(synced, BaseException):
+                raise synced
+        finally:
+            self.raw_files.discard()
         self.store.stage(MAILBOX, self.settings.imap.folder,
                          {"uidvalidity": inbox.uidvalidity, "last_uid": batch[-1][0]})
         await self.store.commit()
+        self._audit_receipts()
         for item in fetched:
             await self._file_away(inbox, item)
+        return upcoming
+
+    def _audit_receipts(self) -> None:
+        """Log the receipts of a committed batch. Logged while reading, a batch read again
+        after a crash before its commit was logged as received twice (bench/chaos.py)."""
+        receipts, self._receipts = self._receipts, []
+        if self.audit:
+            for receipt in receipts:
+                self.audit.record("receive", **receipt)
 
     async def _file_away(self, inbox: ImapInbox, item: Fetched) -> None:
         folder = self.settings.imap.processed_folder
@@ -147,8 +184,7 @@ class Watcher:
         if self.store.get(INBOUND, reading.key):
             return None
         path = self.messages_dir / f"{reading.key}.eml"
-        self.messages_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        atomic_write(path, item.data, sync_dir=False)
+        self.raw_files.add(path, item.data)
         backlog = reading.received < self.watermark
         answer, refusal = self._answer_for(reading, backlog=backlog)
         # A forged sender could cancel or unsubscribe someone else: a human decides.
@@ -162,9 +198,10 @@ class Watcher:
             reading, item, uidvalidity, path, answer=str(answer) if answer else None,
             refusal=refusal, backlog=backlog, effects=effects))
         if self.audit:
-            self.audit.record("receive", at=self.clock.now(), message=reading.key,
-                              uid=item.uid, sender=reading.sender, kind=str(reading.kind),
-                              answer=str(answer) if answer else None, refusal=refusal)
+            self._receipts.append(dict(
+                at=self.clock.now(), message=reading.key, uid=item.uid, sender=reading.sender,
+                kind=str(reading.kind), answer=str(answer) if answer else None,
+                refusal=refusal))
         log.info("uid %d %s from %s: %s%s", item.uid, reading.message_id or "(no id)",
                  reading.sender, reading.kind, f", answer {answer}" if answer else "")
         return str(reading.kind)
@@ -193,6 +230,7 @@ class Watcher:
             "message_id": reading.message_id, "kind": str(reading.kind),
             "reason": reading.classification.reason, "automated": reading.automated,
             "path": str(path), "invitation": self.ledger.match_invitation(reading),
+            "read": _what_was_read(reading),
             "review": _needs_review(reading, item, backlog=extra["backlog"],
                                     registered=_registered_count(extra["effects"])),
             "processed": self.clock.now().isoformat(), **extra,
@@ -202,7 +240,8 @@ class Watcher:
 
     async def _connect(self) -> ImapInbox:
         if self.inbox is None or self.inbox.client is None:
-            inbox = ImapInbox(self.settings.imap, self._imap_password)
+            inbox = ImapInbox(self.settings.imap, self._imap_password,
+                              timeout=self.imap_timeout)
             try:
                 await inbox.connect()
             except BaseException:
@@ -256,9 +295,73 @@ class Watcher:
         await self.smtp.close()
 
 
+class _RawFiles:
+    """The raw messages of one batch, made durable together before the batch is recorded.
+
+    An fsync per message cost more than reading the message; here a batch's files are
+    written and fsync'd by a pool of threads (concurrent fsyncs reach the disk together and
+    share journal commits), renamed into place, and the folder is fsync'd once. A crash
+    before that leaves at most temporary files and no journal line naming any of them: the
+    batch is read again.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.pending: list[tuple[Path, bytes]] = []
+
+    def add(self, path: Path, data: bytes) -> None:
+        self.pending.append((path, data))
+
+    def sync(self) -> None:
+        """Write and fsync every file (in parallel), rename each into place, fsync the folder."""
+        if not self.pending:
+            return
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            with ThreadPoolExecutor(min(SYNC_THREADS, len(self.pending))) as pool:
+                list(pool.map(_write_synced, self.pending))
+            for path, _ in self.pending:
+                os.replace(_temporary(path), path)
+        except OSError as err:
+            raise StateError(f"{self.folder}: cannot write the raw messages: {err}") from err
+        self.pending = []
+        fsync_dir(self.folder)
+
+    def discard(self) -> None:
+        """Forget what was not synced (the batch failed), temporary files included."""
+        pending, self.pending = self.pending, []
+        for path, _ in pending:
+            with contextlib.suppress(OSError):
+                os.unlink(_temporary(path))
+
+
+def _temporary(path: Path) -> Path:
+    # Names are content hashes and one process writes (the state lock): no clashes.
+    return path.with_name(f".{path.name}.tmp")
+
+
+def _write_synced(item: tuple[Path, bytes]) -> None:
+    path, data = item
+    fd = os.open(_temporary(path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        written = 0
+        while written < len(data):
+            written += os.write(fd, data[written:])
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _registered_count(effects: dict[str, Any]) -> int | None:
     keys = effects.get("registrations")
     return None if keys is None else len(keys)
+
+
+def _what_was_read(reading: Reading) -> dict[str, Any]:
+    """What the reader understood, kept with the message for staff (`show`, the web view)."""
+    data = reading_json(reading, None)
+    return {"registrants": data["registrants"], "errors": data["errors"],
+            "bounced": data["bounced"]}
 
 
 def _needs_review(reading: Reading, item: Fetched, *, backlog: bool,
