@@ -7,9 +7,10 @@ import json
 from pathlib import Path
 
 import pytest
+from tinydb import Query, TinyDB
 
 from mailer.errors import StateError, StateLockedError
-from mailer.store import Store, open_state
+from mailer.store import AtomicJSONStorage, Store, open_state
 
 
 def test_put_is_visible_to_a_reader_before_any_fold(tmp_path: Path) -> None:
@@ -89,3 +90,13 @@ def test_state_folder_is_private(tmp_path: Path) -> None:
         store.put_now("t", "k", {})
     assert folder.stat().st_mode & 0o077 == 0
     assert (folder / "mailer.json").stat().st_mode & 0o077 == 0
+
+
+def test_state_is_a_tinydb_database(tmp_path: Path) -> None:
+    """What the fold writes is TinyDB's format: TinyDB itself queries it."""
+    with open_state(tmp_path, writer=True) as store:
+        store.put_now("registrations", "a@b.pl", {"city": "Łódź", "status": "complete"})
+        store.put_now("registrations", "c@d.pl", {"city": "Gdańsk", "status": "incomplete"})
+    db = TinyDB(tmp_path / "mailer.json", storage=AtomicJSONStorage, writable=False)
+    found = db.table("registrations").search(Query().status == "complete")
+    assert [d["city"] for d in found] == ["Łódź"]

@@ -20,7 +20,6 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from tinydb import TinyDB
 from tinydb.storages import Storage
 
 from mailer.errors import StateError, StateLockedError
@@ -440,12 +439,11 @@ def _read_db(path: Path) -> dict[str, dict[str, Doc]]:
     """TinyDB's tables as {table: {key: doc}}; each document carries its own `key`."""
     if not path.exists():
         return {}
-    db = TinyDB(path, storage=AtomicJSONStorage, writable=False)
-    try:
-        return {name: {doc["key"]: dict(doc) for doc in db.table(name).all()}
-                for name in db.tables()}
-    finally:
-        db.close()
+    # TinyDB's own Table.all() reads (and parses) the whole file once per table: at 20,000
+    # registrations that was 6 s and 415 MB. Its storage is read once here instead; the
+    # format is TinyDB's ({table: {doc_id: doc}}), written by the same storage.
+    data = AtomicJSONStorage(path, writable=False).read() or {}
+    return {name: {doc["key"]: doc for doc in table.values()} for name, table in data.items()}
 
 
 @contextlib.contextmanager
