@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import re
-import unicodedata
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from email.message import EmailMessage, Message
@@ -15,6 +14,8 @@ from enum import StrEnum
 from types import EllipsisType
 
 from flufl.bounce import all_failures
+
+from mailer.textfold import FoldTable, strip_marks
 
 
 class Kind(StrEnum):
@@ -449,25 +450,7 @@ def _report_type(msg: Message) -> str:
     return collapse_rfc2231_value(value).strip().lower() if value else ""
 
 
-class _FoldCache(dict[int, str]):
-    """A str.translate table filled on first sight: each character is folded once.
-
-    Folding char by char equals folding the whole text: NFKD decomposes each code point on
-    its own (canonical reordering moves only combining marks, which are dropped) and
-    casefold() maps each code point without context.
-    """
-
-    def __missing__(self, code: int) -> str:
-        char = chr(code).replace("ł", "l").replace("Ł", "L")
-        decomposed = unicodedata.normalize("NFKD", char)
-        folded = "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
-        if len(self) < _FOLD_CACHE_MAX:  # bounded: a message full of rare characters
-            self[code] = folded
-        return folded
-
-
-_FOLD_CACHE_MAX = 20_000
-_FOLDED = _FoldCache()
+_FOLDED = FoldTable(lambda char: strip_marks(char).casefold())
 
 
 def _fold(text: str) -> str:

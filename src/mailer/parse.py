@@ -16,12 +16,13 @@ import codecs
 import email.errors
 import html
 import re
-import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from email.message import EmailMessage, MIMEPart
 
 import html2text
+
+from mailer.textfold import FoldTable, strip_marks
 
 FIELDS = ("event", "name", "position", "city", "email", "phone")
 
@@ -217,28 +218,12 @@ def body_text(msg: EmailMessage) -> str:
 
 # --- quoted history -------------------------------------------------------------------------------
 
-_FOLD_TABLE = str.maketrans("ąćęłńóśźżĄĆĘŁŃÓŚŹŻ", "acelnoszzACELNOSZZ")
-
-
 def _fold_char(char: str) -> str:
-    base = "".join(c for c in unicodedata.normalize("NFKD", char) if not unicodedata.combining(c))
-    base = base.lower()
+    base = strip_marks(char)
     return base if len(base) == 1 else char  # one char in, one out: match offsets stay valid
 
 
-class _FoldCache(dict[int, str]):
-    """A str.translate table filled on first sight: each character is folded once, not once
-    per occurrence (folding every line of a quoted newsletter char by char was the hot spot)."""
-
-    def __missing__(self, code: int) -> str:
-        folded = _fold_char(chr(code).translate(_FOLD_TABLE))
-        if len(self) < _FOLD_CACHE_MAX:  # bounded: a message full of rare characters
-            self[code] = folded
-        return folded
-
-
-_FOLD_CACHE_MAX = 20_000
-_FOLDED = _FoldCache()
+_FOLDED = FoldTable(_fold_char)
 
 
 def fold(text: str) -> str:

@@ -13,6 +13,7 @@ import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 
 from mailer.settings import Event
+from mailer.textfold import FoldTable, strip_marks
 
 FIELDS = ("event", "name", "position", "city", "email", "phone")
 
@@ -54,32 +55,16 @@ class Registrant:
 # --- folding ------------------------------------------------------------------------------------
 
 _SEPARATOR_CHARS = frozenset("/,;+&\n")
-# ł has no Unicode decomposition, so NFKD alone leaves it (and "Łódź" would not match "lodz").
-_POLISH = str.maketrans("łŁ", "lL")
-
-
 def _fold_char(char: str) -> str:
     if char in _SEPARATOR_CHARS:
         return char
     if char.isspace() or unicodedata.category(char)[0] in "PS":
         return " "  # dashes, quotes, brackets, dots: „Smart City – …” == "smart city"
-    base = "".join(c for c in unicodedata.normalize("NFKD", char) if not unicodedata.combining(c))
-    base = base.lower()
+    base = strip_marks(char)
     return base if len(base) == 1 else char  # one char in, one out: spans index the original
 
 
-class _FoldCache(dict[int, str]):
-    """A str.translate table filled on first sight: each character is folded once."""
-
-    def __missing__(self, code: int) -> str:
-        folded = _fold_char(chr(code).translate(_POLISH))
-        if len(self) < _FOLD_CACHE_MAX:  # bounded: a value full of rare characters
-            self[code] = folded
-        return folded
-
-
-_FOLD_CACHE_MAX = 20_000
-_FOLDED = _FoldCache()
+_FOLDED = FoldTable(_fold_char)
 
 
 def _fold(text: str) -> str:
