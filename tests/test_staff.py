@@ -100,11 +100,9 @@ def test_remind_only_missing_cities_and_never_twice(make_workspace: Any,
     assert late.returncode == 1 and "deadline" in late.stderr
 
 
-def test_status_registrations_exports_show_review(make_workspace: Any,
-                                                  smtp_sink: tuple[SmtpSink, int],
-                                                  mailbox: tuple[Dovecot, str],
-                                                  tmp_path: Path) -> None:
-    """Status, per-city status, CSV/XLSX/JSON exports, one person's file, the review queue."""
+def test_status_and_exports(make_workspace: Any, smtp_sink: tuple[SmtpSink, int],
+                            mailbox: tuple[Dovecot, str], tmp_path: Path) -> None:
+    """Status, per-city status and the CSV, XLSX and JSON exports of a real run."""
     _, port = smtp_sink
     server, user = mailbox
     ws = make_workspace(port=port, imap_port=server.port, imap_user=user)
@@ -121,6 +119,8 @@ def test_status_registrations_exports_show_review(make_workspace: Any,
     cities = json.loads(ws.run("status", "--cities", "--format", "json", check=True).stdout)
     by_city = {c["city"]: c["status"] for c in cities}
     assert by_city["Kraków"] == "registered" and by_city["Łódź"] == "invited"
+    krakow = next(c for c in cities if c["city"] == "Kraków")
+    assert krakow["people_per_event"] == {"smart-city": 1, "pim": 1}
     table_text = ws.run("status", "--cities", check=True).stdout
     assert "Kraków" in table_text and "registered" in table_text
 
@@ -147,6 +147,18 @@ def test_status_registrations_exports_show_review(make_workspace: Any,
     assert zofia["id"] == ADDRESS and zofia["status"] == "complete"
     assert zofia["events"] == {"smart-city": "confirmed", "pim": "confirmed"}
     assert zofia["message_ids"] and zofia["received"].startswith("2020-10-20")
+
+
+
+def test_show_and_review(make_workspace: Any, smtp_sink: tuple[SmtpSink, int],
+                         mailbox: tuple[Dovecot, str]) -> None:
+    """One person's file, the review queue, and a review resolved by registering by hand."""
+    _, port = smtp_sink
+    server, user = mailbox
+    ws = make_workspace(port=port, imap_port=server.port, imap_user=user)
+    real_run(ws, server, user)
+    server.append(user, reply("osoba4@miasto4.example.com", "Czy będzie nagranie?\n"), ON_TIME)
+    ws.run("watch", "--once", check=True)
 
     shown = ws.run("show", ADDRESS, check=True).stdout
     assert NAME in shown and "answer confirmation: sent" in shown and ".eml" in shown

@@ -121,7 +121,8 @@ def status(app: App, cities: bool, fmt: str) -> None:
             data = [{"city": r.city, "contacts": r.contacts, "status": str(r.status),
                      "invited": r.invited, "bounced": r.bounced,
                      "unsubscribed": r.unsubscribed, "registered": r.registered,
-                     "incomplete": r.incomplete, "events": r.events} for r in rows]
+                     "incomplete": r.incomplete, "events": r.events,
+                     "people_per_event": r.people_per_event} for r in rows]
             text = "\n".join(cities_table(rows, event_ids)) + "\n"
         else:
             data = [campaign_counts(store, settings)]

@@ -57,6 +57,7 @@ class CityRow:
     auto_replies: int = 0
     status: CityStatus = CityStatus.NOT_SENT
     events: dict[str, str] = field(default_factory=dict)  # event id → confirmed | late
+    people_per_event: dict[str, int] = field(default_factory=dict)  # event id → registrants
 
     def notes(self) -> str:
         """The counts worth a human's attention, e.g. "1 bounced, 1 auto-reply"."""
@@ -127,6 +128,7 @@ def _count_registration(row: CityRow, doc: Doc) -> None:
     if status == "complete":
         row.registered += 1
         for event, standing in (doc.get("events") or {}).items():
+            row.people_per_event[event] = row.people_per_event.get(event, 0) + 1
             if row.events.get(event) != "confirmed":
                 row.events[event] = standing
     elif status == "incomplete":
@@ -167,7 +169,13 @@ def registrations_table(rows: Sequence[RegistrationRow], event_ids: Sequence[str
 
 
 def cities_table(rows: Sequence[CityRow], event_ids: Sequence[str]) -> list[str]:
-    """City, contacts, status, people registered, the best status per event, notes."""
+    """City, contacts, status, people registered, per event the best status and how many
+    people, notes."""
     return format_table(["city", "contacts", "status", "people", *event_ids, "notes"],
                         [[c.city, c.contacts, c.status, c.registered,
-                          *(c.events.get(e, "-") for e in event_ids), c.notes()] for c in rows])
+                          *(_event_cell(c, e) for e in event_ids), c.notes()] for c in rows])
+
+
+def _event_cell(row: CityRow, event_id: str) -> str:
+    standing = row.events.get(event_id)
+    return f"{standing} ({row.people_per_event[event_id]})" if standing else "-"
