@@ -58,8 +58,9 @@ class AuditLog:
         try:
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             try:
-                if data:
-                    os.write(fd, data)
+                view = memoryview(data)
+                while view:  # a nearly full disk takes part of a write: the rest raises ENOSPC
+                    view = view[os.write(fd, view):]
                 if sync:
                     os.fsync(fd)
             finally:

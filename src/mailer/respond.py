@@ -104,11 +104,11 @@ async def flush_outbox(store: Store, renderer: Renderer, settings: Settings,
                        audit: AuditLog | None = None) -> tuple[int, int]:
     """Send every pending answer; returns (sent, still pending). Never raises for SMTP trouble."""
     sent = pending = 0
-    for doc in sorted(store.all(ANSWERS), key=lambda d: d["created"]):
-        if doc["status"] != AnswerStatus.PENDING:
-            continue
-        if store.get(SUPPRESSIONS, doc["to"]) and doc["template"] != Answer.UNSUBSCRIBED:
-            continue  # bounced since: an answer would bounce too
+    # An answer to an address that bounced since would bounce too (an unsubscribe's goes out).
+    waiting = [d for d in sorted(store.all(ANSWERS), key=lambda d: d["created"])
+               if d["status"] == AnswerStatus.PENDING
+               and (d["template"] == Answer.UNSUBSCRIBED or not store.get(SUPPRESSIONS, d["to"]))]
+    for position, doc in enumerate(waiting):
         message = build_answer(renderer, settings, doc)
         attempt = await session.send(doc["to"], message.data)
         update = {**doc, "attempts": doc["attempts"] + 1, "code": attempt.code,
@@ -119,8 +119,9 @@ async def flush_outbox(store: Store, renderer: Renderer, settings: Settings,
         elif attempt.outcome is Outcome.PERMANENT:
             update["status"] = AnswerStatus.FAILED
         else:
-            pending += 1
-            log.info("answer to %s waits (%s %s)", doc["to"], attempt.code or "", attempt.text)
+            pending = len(waiting) - position  # this one and every one not tried yet
+            log.info("answer to %s waits (%s %s); %d answers wait", doc["to"],
+                     attempt.code or "", attempt.text, pending)
             await store.put(ANSWERS, doc["key"], update)
             break  # the server is unwell: try again on the next round
         await store.put(ANSWERS, doc["key"], update)
