@@ -45,7 +45,6 @@ import random
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -62,6 +61,7 @@ from pathlib import Path
 from typing import Any
 
 from aiosmtpd.controller import Controller
+from common import free_port  # bench/ is the script folder
 
 from mailer.audit import AuditLog
 from mailer.campaign import DELIVERIES
@@ -134,10 +134,6 @@ class Sink:
             return dict(self.invitation_ids)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # -- the campaign workspace -------------------------------------------------------------------

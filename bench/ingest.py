@@ -66,7 +66,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import unicodedata
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -79,7 +78,15 @@ from pathlib import Path
 from typing import Any
 
 import aioimaplib
-from aiosmtpd.smtp import SMTP as SMTPServer
+from common import (  # bench/ is the script folder, so its modules import directly
+    BenchError,
+    Sink,
+    _rewrite_toml,
+    _slug,
+    _verdict,
+    choose_sink,
+    free_port,
+)
 
 from mailer.contacts import read_contacts
 from mailer.imap_client import FETCH_BATCH, LIST_BATCH
@@ -104,8 +111,6 @@ TARGET_SCALE = 1.5  # per-message cost at the largest --stored ≤ 1.5 × at the
 TARGET_RSS_MB = 200.0
 
 
-class BenchError(Exception):
-    """The benchmark could not measure (a child failed or timed out, Dovecot refused, …)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -143,11 +148,6 @@ _ISO_8859_2_SAFE = str.maketrans({"„": '"', "”": '"', "“": '"', "–": "-"
                                   "’": "'", "•": "*", "\u00a0": " "})
 
 
-def _slug(text: str) -> str:
-    """ASCII for an address: diacritics dropped (ł has no decomposition), spaces → '-'."""
-    text = text.replace("ł", "l").replace("Ł", "L")
-    plain = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
-    return "-".join(plain.lower().split())
 
 
 def _feminine(surname: str) -> str:
@@ -627,23 +627,6 @@ def append_all(port: int, user: str, replies: Sequence[Reply], chunk: int = 250)
 # Workspace: the repository's campaign, [imap] at the private Dovecot, [smtp] at the sink
 
 
-def _rewrite_toml(text: str, changes: dict[tuple[str, str], str]) -> str:
-    """Replace `key = value` lines of the given tables; every change must find its line."""
-    section, lines, done = "", [], set()
-    for line in text.splitlines(keepends=True):
-        stripped = line.strip()
-        if stripped.startswith("["):
-            section = stripped.strip("[]").strip()
-        elif "=" in stripped and not stripped.startswith("#"):
-            where = (section, stripped.split("=", 1)[0].strip())
-            if where in changes:
-                lines.append(f"{where[1]} = {changes[where]}\n")
-                done.add(where)
-                continue
-        lines.append(line)
-    if missing := set(changes) - done:
-        raise BenchError(f"{REPO / 'campaign.toml'}: no line for {sorted(missing)}")
-    return "".join(lines)
 
 
 def make_workspace(root: Path, *, imap_port: int, user: str, smtp_port: int) -> Path:
@@ -738,100 +721,14 @@ def _child_failed(what: str, result: ChildResult) -> BenchError:
 # The SMTP sink the answers go to
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
-def smtp_sink_path() -> str | None:
-    return shutil.which("smtp-sink") or next(
-        (p for p in ("/usr/sbin/smtp-sink", "/usr/bin/smtp-sink") if os.access(p, os.X_OK)),
-        None)
 
 
-class Sink:
-    """A fresh sink per measurement, so its message counter checks that measurement alone."""
-
-    def __init__(self, kind: str, folder: Path) -> None:
-        self.kind = kind
-        self.folder = folder
-        self.port = 0
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log: Path | None = None
-
-    def describe(self) -> str:
-        if self.kind == "smtp-sink":
-            return f"Postfix smtp-sink ({smtp_sink_path()})"
-        return "aiosmtpd in a separate process"
-
-    def __enter__(self) -> Sink:
-        self.port = free_port()
-        self.log = self.folder / f"sink-{self.port}.log"
-        if self.kind == "smtp-sink":
-            path = smtp_sink_path()
-            assert path is not None
-            user = ["-u", "nobody"] if os.geteuid() == 0 else []  # required when root
-            cmd = [path, "-c", *user, f"127.0.0.1:{self.port}", "256"]  # -c: counters
-        else:
-            cmd = [sys.executable, __file__, "--child", "sink", "--port", str(self.port)]
-        with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise BenchError(f"the sink exited with {self.proc.returncode}; see {self.log}")
-            with contextlib.suppress(OSError), \
-                    socket.create_connection(("127.0.0.1", self.port), 0.5):
-                return self
-            time.sleep(0.05)
-        raise BenchError(f"the sink did not listen on 127.0.0.1:{self.port}")
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def stop(self) -> int | None:
-        """Stop the sink; the number of messages it accepted, when it says."""
-        if self.proc is None:
-            return None
-        proc, self.proc = self.proc, None
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-        assert self.log is not None
-        counts = re.findall(r"mesg=(\d+)", self.log.read_text(errors="replace"))
-        return int(counts[-1]) if counts else None
 
 
-class _CountingHandler:
-    def __init__(self) -> None:
-        self.count = 0
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.count += 1
-        return "250 2.0.0 Ok"
 
 
-def child_sink(port: int) -> None:
-    """`--child sink`: an aiosmtpd server that discards messages; prints mesg=N on SIGTERM."""
-    handler = _CountingHandler()
-
-    async def serve() -> None:
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        loop.add_signal_handler(signal.SIGTERM, stop.set)
-        server = await loop.create_server(lambda: SMTPServer(handler, hostname="sink"),
-                                          "127.0.0.1", port)
-        async with server:
-            await stop.wait()
-
-    asyncio.run(serve())
-    print(f"mesg={handler.count}", flush=True)  # as smtp-sink -c writes its counter
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1130,8 +1027,6 @@ _HEADER = (f"  {'':<34} {'msgs':>7} {'seconds':>8} {'msg/s':>9} {'RSS MB':>8} {'
            f" {'msg/CPU s':>9} {'load':>5}")
 
 
-def _verdict(ok: bool) -> str:
-    return "PASS" if ok else "FAIL"
 
 
 def _mix_lines(replies: Sequence[Reply]) -> list[str]:
@@ -1231,7 +1126,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--sink", choices=("auto", "smtp-sink", "aiosmtpd"), default="auto")
     parser.add_argument("--seed", type=int, default=2020)
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
-    parser.add_argument("--child", choices=("baseline", "sink"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=("baseline"), help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--user", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -1246,13 +1141,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def choose_sink(choice: str) -> str:
-    if choice == "auto":
-        return "smtp-sink" if smtp_sink_path() else "aiosmtpd"
-    if choice == "smtp-sink" and not smtp_sink_path():
-        raise BenchError("smtp-sink not found; install Debian's postfix package or use "
-                         "--sink aiosmtpd")
-    return choice
 
 
 def _timed(what: str, action: Callable[[], Any]) -> Any:
@@ -1319,9 +1207,6 @@ def measure_all(args: argparse.Namespace, root: Path, kind: str, sink_text: str,
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.child == "sink":
-        child_sink(args.port)
-        return 0
     if args.child == "baseline":
         child_baseline(args.port, args.user)
         return 0
