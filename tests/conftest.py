@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import os
 import shutil
@@ -96,17 +97,24 @@ class SmtpSink:
             return [r for m in self.messages for r in m.rcpt_tos]
 
 
+@contextlib.contextmanager
+def serving(handler: Any) -> Iterator[int]:
+    """A real aiosmtpd server on 127.0.0.1 with `handler`, for the block; yields its port."""
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield port
+    finally:
+        controller.stop()
+
+
 @pytest.fixture
 def smtp_sink() -> Iterator[tuple[SmtpSink, int]]:
     """A real SMTP server on 127.0.0.1 recording every message: (handler, port)."""
     sink = SmtpSink()
-    port = free_port()
-    controller = Controller(sink, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
+    with serving(sink) as port:
         yield sink, port
-    finally:
-        controller.stop()
 
 
 CAMPAIGN = """\

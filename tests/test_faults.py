@@ -23,20 +23,19 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from mailer.campaign import DELIVERIES, CampaignSender, SendReport, Status, plan
+from mailer.campaign import Status
 from mailer.clock import Clock
-from mailer.contacts import read_contacts
 from mailer.imap_client import ImapInbox
-from mailer.render import Renderer
 from mailer.respond import ANSWERS
 from mailer.settings import load_settings
 from mailer.smtp_client import Outcome, SmtpSession, sort_reply
 from mailer.store import open_state
 from mailer.watcher import INBOUND, MAILBOX, REGISTRATIONS, Watcher, WatchReport
-from tests.conftest import Workspace, contact_rows, free_port
+from tests.conftest import Workspace, contact_rows, free_port, serving
 from tests.dovecot import Dovecot
 from tests.fakes import FakeImap, FaultySink, HungServer, bulk_append, until
 from tests.test_inbox import ON_TIME, START, form, reply, watch_once
+from tests.test_send import deliveries, send_all
 
 IMAP_TIMEOUT = 2.0  # seconds an IMAP command may go unanswered in these tests
 
@@ -45,13 +44,8 @@ IMAP_TIMEOUT = 2.0  # seconds an IMAP command may go unanswered in these tests
 def faulty_sink() -> Iterator[tuple[FaultySink, int]]:
     """A real SMTP server (aiosmtpd) recording what it accepts, with scripted faults."""
     sink = FaultySink()
-    port = free_port()
-    controller = Controller(sink, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
+    with serving(sink) as port:
         yield sink, port
-    finally:
-        controller.stop()
 
 
 @pytest.fixture(autouse=True)
@@ -151,20 +145,8 @@ async def test_imap_silent_drop_mid_fetch(make_workspace: Any,
 # -- SMTP: every refusal at every step, drops, stalls ----------------------------------------
 
 
-async def send_all(ws: Workspace, *, retry_delay: float = 0.05) -> SendReport:
-    """The library path of `mailer send`: plan and send every pending invitation."""
-    settings = load_settings(ws.config)
-    contacts = read_contacts(settings.campaign.recipients)
-    with open_state(settings.storage, writer=True) as store:
-        todo = plan(contacts.contacts, store, kind="invitation", report=SendReport())
-        sender = CampaignSender(settings, Renderer(settings, now=START), store,
-                                retry_delay=retry_delay)
-        return await sender.run(todo)
 
 
-def deliveries(ws: Workspace) -> dict[str, Any]:
-    """Every delivery record, by contact address."""
-    return {d["contact"]: d for d in table(ws, DELIVERIES)}
 
 
 def with_smtp_timeout(ws: Workspace, seconds: float) -> None:
