@@ -80,7 +80,7 @@ _UNSUBSCRIBE = re.compile(
 )
 # "nie rezygnuję z udziału" ("I am not cancelling") must not read as a cancellation.
 _CANCELLATION = re.compile(
-    r"(?<!nie )\bz?rezygnuj(?:e|emy) z (?:udzialu|uczestnictwa|rejestracji|zgloszenia"
+    r"\b(?<!nie )z?rezygnuj(?:e|emy) z (?:udzialu|uczestnictwa|rejestracji|zgloszenia"
     r"|warsztat|wydarzen|konferencj|spotkani|webinar)"
     r"|\brezygnacja z (?:udzialu|uczestnictwa|rejestracji)"
     r"|\b(?:odwoluje|anuluje|wycofuje) (?:\S+ )?(?:zgloszenie|rejestracje|udzial)"

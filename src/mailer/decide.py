@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from email.utils import parseaddr
 from enum import StrEnum
 
-from email_validator import EmailNotValidError, validate_email
-
 from mailer.settings import Event
-from mailer.validate import Registrant
+from mailer.validate import Registrant, normal_address
 
 
 class EventStatus(StrEnum):
@@ -104,17 +103,16 @@ def decide_registration(registrants: Sequence[Registrant], received: datetime,
     return Decision(statuses, answer, reason)
 
 
+_DISPLAY_FORM = frozenset(' \t<>()",;:[]\\')  # what only "Name <addr>" and its kin contain
+
+
+@functools.lru_cache(maxsize=1024)  # our own addresses, asked for every message
 def _bare(address: str) -> str:
     """The addr-spec of "Name <addr>" or of a bare address, case-folded for comparison."""
+    address = address.strip()
+    if address.count("@") == 1 and _DISPLAY_FORM.isdisjoint(address):
+        return address.casefold()  # already an addr-spec (a reply's sender): parseaddr is slow
     return parseaddr(address)[1].strip().casefold()
-
-
-def _valid_address(address: str) -> bool:
-    try:
-        validate_email(address, check_deliverability=False)
-    except EmailNotValidError:
-        return False
-    return True
 
 
 def _address_refusal(sender: str, own_addresses: Collection[str]) -> str | None:
@@ -123,7 +121,7 @@ def _address_refusal(sender: str, own_addresses: Collection[str]) -> str | None:
         return "no sender address"
     if address in {_bare(own) for own in own_addresses}:
         return "own address"  # answering ourselves would loop
-    if not _valid_address(address):
+    if normal_address(address) is None:
         return "sender address not valid"
     return None
 

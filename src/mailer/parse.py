@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import codecs
 import email.errors
+import functools
 import html
 import re
 from collections.abc import Mapping, Sequence
@@ -228,6 +229,18 @@ _FOLDED = FoldTable(_fold_char)
 
 def fold(text: str) -> str:
     """Lower case without diacritics ("Imię" → "imie", "Łódź" → "lodz"), same length as text."""
+    if text.isascii():
+        return text.lower()  # the same, and much faster than a translate with a Python table
+    if len(text) <= _FOLD_CACHED_LENGTH:
+        return _fold_line(text)
+    return text.translate(_FOLDED)
+
+
+_FOLD_CACHED_LENGTH = 200  # lines up to this long are remembered (at most 4096 of them)
+
+
+@functools.lru_cache(maxsize=4096)  # replies quote the same invitation: its lines recur
+def _fold_line(text: str) -> str:
     return text.translate(_FOLDED)
 
 
@@ -246,27 +259,27 @@ _ATTRIBUTION = re.compile(
 _ATTRIBUTION_MAX_LINES = 3  # Gmail hard-wraps its attribution at 78 columns
 
 
-def _plain(line: str) -> str:
-    return fold(line.replace("*", "")).strip()
+def _plains(lines: Sequence[str]) -> list[str]:
+    """Each line folded, without markdown stars and outer blanks: what the patterns see."""
+    return [fold(line.replace("*", "")).strip() for line in lines]
 
 
-def _is_header_block(lines: Sequence[str], i: int, plain: str) -> bool:
+def _is_header_block(plains: Sequence[str], i: int) -> bool:
     """Outlook's "Od: … Wysłane: … Do: … Temat:" (or From/Sent/To/Subject) block starts at i."""
-    if not _HEADER_START.match(plain):
+    if not _HEADER_START.match(plains[i]):
         return False
-    following = [_plain(line) for line in lines[i + 1 : i + 8]]
-    return sum(bool(_HEADER_FIELD.match(line)) for line in following) >= 2
+    return sum(bool(_HEADER_FIELD.match(line)) for line in plains[i + 1 : i + 8]) >= 2
 
 
-def _attribution_span(lines: Sequence[str], i: int, plain: str) -> int:
+def _attribution_span(lines: Sequence[str], plains: Sequence[str], i: int) -> int:
     """Lines taken by a "W dniu … napisał(a):" / "On … wrote:" attribution at i; 0 if none."""
-    if not _ATTRIBUTION_START.match(plain):
+    if not _ATTRIBUTION_START.match(plains[i]):
         return 0
     joined = ""
-    for n, line in enumerate(lines[i : i + _ATTRIBUTION_MAX_LINES], start=1):
-        if not line.strip():
+    for n in range(1, min(_ATTRIBUTION_MAX_LINES, len(lines) - i) + 1):
+        if not lines[i + n - 1].strip():
             break
-        joined = f"{joined} {_plain(line)}".strip()
+        joined = f"{joined} {plains[i + n - 1]}".strip()
         if _ATTRIBUTION.match(joined):
             return n
     return 0
@@ -282,16 +295,16 @@ def _quote_follows(lines: Sequence[str], j: int) -> bool:
 _HISTORY_INITIALS = frozenset("-_ofwd")
 
 
-def _history_span(lines: Sequence[str], i: int) -> int:
+def _history_span(lines: Sequence[str], plains: Sequence[str], i: int) -> int:
     """How many lines from i are quoted history (0: line i is own text)."""
     if _QUOTE_LINE.match(lines[i]):
         return 1
-    plain = _plain(lines[i])
+    plain = plains[i]
     if plain[:1] not in _HISTORY_INITIALS:
         return 0
-    if _SEPARATOR.match(plain) or _is_header_block(lines, i, plain):
+    if _SEPARATOR.match(plain) or _is_header_block(plains, i):
         return len(lines) - i  # Outlook quotes the original unprefixed: the rest is history
-    span = _attribution_span(lines, i, plain)
+    span = _attribution_span(lines, plains, i)
     if span and not _quote_follows(lines, i + span):
         return len(lines) - i
     return span  # an attribution over "> " lines: bottom-posted text after them is own text
@@ -300,6 +313,7 @@ def _history_span(lines: Sequence[str], i: int) -> int:
 def split_reply(text: str) -> ReplyText:
     """Separate the reply's own text from quoted history (> lines, quote headers, separators)."""
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    plains = _plains(lines)  # each line folded once, not again by each look-ahead
     own: list[str] = []
     quoted: list[str] = []
     i = 0
@@ -307,7 +321,7 @@ def split_reply(text: str) -> ReplyText:
         end = i
         while end < len(lines) and _QUOTE_LINE.match(lines[end]):  # a run of "> " lines
             end += 1
-        span = end - i or _history_span(lines, i)
+        span = end - i or _history_span(lines, plains, i)
         if span:
             quoted.extend(lines[i : i + span])
             i += span
@@ -371,19 +385,19 @@ def _clean_value(raw: str) -> str:
     return value if any(c.isalnum() for c in value) else ""  # "____", "…", "-" mean empty
 
 
-def _match_label(line: str) -> tuple[str, str] | None:
-    """(key, value as written) when the line starts with a known label."""
-    match = _LABEL_LINE.match(fold(line))
+def _match_label(line: str, folded: str) -> tuple[str, str] | None:
+    """(key, value as written) when the line (`folded`: the line folded) starts with a known
+    label."""
+    match = _LABEL_LINE.match(folded)
     if match is None:
         return None
     key = next(k for k, _ in _LABELS if match.group(k) is not None)
     return key, _clean_value(line[match.start("value") :])
 
 
-def _looks_like_value(line: str, key: str) -> bool:
+def _looks_like_value(line: str, folded: str, key: str) -> bool:
     """May this line (after an empty label) be the label's value rather than prose?"""
-    folded = fold(line)
-    if _CLOSING.match(folded) or line.endswith(":") or _match_label(line) is not None:
+    if _CLOSING.match(folded) or line.endswith(":") or _match_label(line, folded) is not None:
         return False
     if len(line) > _MAX_VALUE_LENGTH or len(line.split()) > _MAX_VALUE_WORDS:
         return False
@@ -394,11 +408,11 @@ def _looks_like_value(line: str, key: str) -> bool:
     return True
 
 
-def _next_line_value(lines: Sequence[str], i: int, key: str) -> str:
+def _next_line_value(lines: Sequence[str], folded: Sequence[str], i: int, key: str) -> str:
     """The value written on the next non-empty line under an empty label, or ""."""
-    for line in lines[i + 1 : i + 2 + _MAX_BLANKS_BEFORE_VALUE]:
-        if line:
-            return _clean_value(line) if _looks_like_value(line, key) else ""
+    for j in range(i + 1, min(i + 2 + _MAX_BLANKS_BEFORE_VALUE, len(lines))):
+        if lines[j]:
+            return _clean_value(lines[j]) if _looks_like_value(lines[j], folded[j], key) else ""
     return ""
 
 
@@ -441,13 +455,14 @@ class _FormReader:
 def read_forms(text: str) -> list[Draft]:
     """Every filled registration form in text, in order; blank templates are skipped."""
     lines = [_clean_line(raw) for raw in text.replace("\r\n", "\n").split("\n")]
+    folded = [fold(line) for line in lines]
     reader = _FormReader()
     for i, line in enumerate(lines):
-        hit = _match_label(line) if line else None
+        hit = _match_label(line, folded[i]) if line else None
         if hit is None:
             continue
         key, value = hit
-        reader.add(key, value or _next_line_value(lines, i, key))
+        reader.add(key, value or _next_line_value(lines, folded, i, key))
     reader.finish()
     return reader.drafts
 

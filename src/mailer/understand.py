@@ -67,17 +67,27 @@ class _ParsedOnce(EmailMessage):
     get_content_type(), get_param() and our checks read Content-Type, Subject and their
     kin some 30 times per message — and header objects are immutable and keep no
     reference to their message, so one parse of a (name, value) pair serves every read.
+    Finding the header is a dict lookup too: the first of each name, indexed once for the
+    headers the parser has added so far (the message is only read after parsing).
     """
 
+    _first: dict[str, tuple[str, Any]] | None = None
+    _indexed = -1  # how many headers `_first` covers
+
     def get(self, name: str, failobj: Any = None) -> Any:
-        wanted = name.lower()
         headers: list[tuple[str, Any]] = self._headers  # type: ignore[attr-defined]  # as Message.get
-        for key, value in headers:
-            if key.lower() == wanted:
-                if type(value) is str and self.policy is policy.default:
-                    return _parsed_header(key, value)
-                return self.policy.header_fetch_parse(key, value)
-        return failobj
+        if self._indexed != len(headers) or self._first is None:
+            self._first = {}
+            for key, value in headers:
+                self._first.setdefault(key.lower(), (key, value))
+            self._indexed = len(headers)
+        found = self._first.get(name.lower())
+        if found is None:
+            return failobj
+        key, value = found
+        if type(value) is str and self.policy is policy.default:
+            return _parsed_header(key, value)
+        return self.policy.header_fetch_parse(key, value)
 
 
 @functools.lru_cache(maxsize=128)  # a message's own headers and the common values

@@ -241,15 +241,21 @@ def _check_text(value: str, field_name: str, label: str, wanted: str) -> tuple[s
     return _tidy(value), []
 
 
+@functools.lru_cache(maxsize=4096)  # a reply's sender is checked again before it is answered
+def normal_address(address: str) -> str | None:
+    """`address` normalised by email-validator (domain lower-cased), or None if invalid."""
+    try:
+        return validate_email(address, check_deliverability=False).normalized
+    except EmailNotValidError:
+        return None
+
+
 def _normal_email(value: str) -> str | None:
-    """The address normalised by email-validator (domain lower-cased), or None if invalid."""
+    """A form's e-mail value normalised, or None if it is no valid address."""
     candidate = value.strip()
     if "<" in candidate and ">" in candidate:  # "Jan Kowalski <jan@…>"
         candidate = parseaddr(candidate)[1]
-    try:
-        return validate_email(candidate.rstrip("."), check_deliverability=False).normalized
-    except EmailNotValidError:
-        return None
+    return normal_address(candidate.rstrip("."))
 
 
 def _check_email(value: str, sender: str) -> tuple[str | None, list[Problem]]:
