@@ -100,3 +100,60 @@ def test_state_is_a_tinydb_database(tmp_path: Path) -> None:
     db = TinyDB(tmp_path / "mailer.json", storage=AtomicJSONStorage, writable=False)
     found = db.table("registrations").search(Query().status == "complete")
     assert [d["city"] for d in found] == ["Łódź"]
+
+
+def test_file_is_read_a_document_at_a_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fold writes a document per line, and opening reads those lines without parsing
+    the whole file (which held the text and every document in memory at once)."""
+    with open_state(tmp_path, writer=True) as store:
+        store.put_now("meta", "salt", {"value": "x"})
+        store.put_now("empty", "gone", {})
+        store.stage_delete("empty", "gone")
+        store.commit_now()
+        for i in range(3):
+            store.put_now("registrations", f"r{i}@b.pl", {"city": "Łódź\n2", "n": i})
+    lines = (tmp_path / "mailer.json").read_bytes().splitlines()
+    assert len(lines) == 3 + 2 + 5  # each table's opening line, its documents, its closing
+    assert lines[-1] == b"}}"
+
+    def whole_file_parse(self: AtomicJSONStorage) -> None:
+        raise AssertionError("the file was parsed whole")
+
+    monkeypatch.setattr(AtomicJSONStorage, "read", whole_file_parse)
+    store = Store.open(tmp_path, writer=False)
+    assert store.get("registrations", "r1@b.pl") == {"city": "Łódź\n2", "n": 1,
+                                                     "key": "r1@b.pl"}
+    assert store.keys("empty") == set() and store.count("registrations") == 3
+
+
+def test_tinydb_written_file_is_read_too(tmp_path: Path) -> None:
+    """A file in TinyDB's own layout (one line, written by TinyDB) opens like ours."""
+    db = TinyDB(tmp_path / "mailer.json", storage=AtomicJSONStorage)
+    db.table("registrations").insert_multiple([{"key": "a@b.pl", "city": "Gdańsk"},
+                                               {"key": "c@d.pl", "city": "Łódź"}])
+    store = Store.open(tmp_path, writer=False)
+    assert sorted(d["city"] for d in store.iter("registrations")) == ["Gdańsk", "Łódź"]
+    assert store.get("registrations", "c@d.pl") == {"key": "c@d.pl", "city": "Łódź"}
+
+
+def test_damaged_document_line_names_the_line(tmp_path: Path) -> None:
+    """A document line that is not JSON is a StateError naming the file and line."""
+    with open_state(tmp_path, writer=True) as store:
+        store.put_now("t", "k1", {"n": 1})
+        store.put_now("t", "k2", {"n": 2})
+    path = tmp_path / "mailer.json"
+    path.write_bytes(path.read_bytes().replace(b'"n":2', b'"n":2,'))
+    with pytest.raises(StateError, match=r"mailer\.json: line 3"):
+        Store.open(tmp_path, writer=False)
+
+
+def test_documents_handed_out_are_copies(tmp_path: Path) -> None:
+    """Changing a document got from the store changes nothing until it is put back."""
+    with open_state(tmp_path, writer=True) as store:
+        store.put_now("t", "k", {"n": 1})
+        doc = store.get("t", "k")
+        assert doc is not None
+        doc["n"] = 2
+        assert store.get("t", "k") == {"n": 1, "key": "k"}
+        store.put_now("t", "k", doc)
+        assert [d["n"] for d in store.iter("t")] == [2]

@@ -40,9 +40,9 @@ class _Index:
     @classmethod
     def build(cls, store: Store) -> _Index:
         index = cls()
-        for doc in store.all(REGISTRATIONS):
+        for doc in store.iter(REGISTRATIONS):
             index.add_registration(doc)
-        for doc in store.all(ANSWERS):
+        for doc in store.iter(ANSWERS):
             index.add_answer(doc)
         return index
 
@@ -70,7 +70,8 @@ class Ledger:
         self.store = store
         self.clock = clock
         self.contacts = _index_contacts(contacts)
-        self.by_message_id = {d["message_id"]: d for d in store.all(DELIVERIES)}
+        # Our Message-ID → the contact it went to (the whole delivery is not needed).
+        self.by_message_id = {d["message_id"]: d["contact"] for d in store.iter(DELIVERIES)}
         self.index = _Index.build(store)
 
     def previous_values(self, sender: str, refs: tuple[str, ...]) -> dict[str, str] | None:
@@ -188,7 +189,7 @@ class Ledger:
         """SPEC §7: our Message-ID in the thread → that contact; else the address; else domain."""
         for ref in reading.refs:
             if ref in self.by_message_id:
-                return _invited(self.contacts.get(self.by_message_id[ref]["contact"]),
+                return _invited(self.contacts.get(self.by_message_id[ref]),
                                 "message-id")
         if reading.sender in self.contacts:
             return _invited(self.contacts[reading.sender], "address")

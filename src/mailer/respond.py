@@ -105,9 +105,10 @@ async def flush_outbox(store: Store, renderer: Renderer, settings: Settings,
     """Send every pending answer; returns (sent, still pending). Never raises for SMTP trouble."""
     sent = pending = 0
     # An answer to an address that bounced since would bounce too (an unsubscribe's goes out).
-    waiting = [d for d in sorted(store.all(ANSWERS), key=lambda d: d["created"])
-               if d["status"] == AnswerStatus.PENDING
-               and (d["template"] == Answer.UNSUBSCRIBED or not store.get(SUPPRESSIONS, d["to"]))]
+    waiting = sorted((d for d in store.iter(ANSWERS) if d["status"] == AnswerStatus.PENDING
+                      and (d["template"] == Answer.UNSUBSCRIBED
+                           or not store.has(SUPPRESSIONS, d["to"]))),
+                     key=lambda d: d["created"])
     for position, doc in enumerate(waiting):
         message = build_answer(renderer, settings, doc)
         attempt = await session.send(doc["to"], message.data)

@@ -84,7 +84,7 @@ class Watcher:
 
     def _watermark(self) -> datetime:
         """SPEC §7: nothing received before the first send (or the first start) is answered."""
-        sent = [d["at"] for d in self.store.all(DELIVERIES)
+        sent = [d["at"] for d in self.store.iter(DELIVERIES)
                 if d.get("kind") == "invitation" and d.get("status") == "sent"]
         if sent:
             return datetime.fromisoformat(min(sent))
@@ -181,7 +181,7 @@ class Watcher:
         reading = understand(item.data, received=item.received, events=self.settings.events,
                              own_addresses=self.own, previous=self.ledger.previous_values,
                              authserv_id=self.settings.answers.trusted_authserv_id)
-        if self.store.get(INBOUND, reading.key):
+        if self.store.has(INBOUND, reading.key):
             return None
         path = self.messages_dir / f"{reading.key}.eml"
         self.raw_files.add(path, item.data)
