@@ -259,3 +259,13 @@ def mailbox(dovecot_server: Dovecot, monkeypatch: pytest.MonkeyPatch) -> tuple[D
     user = f"u{uuid.uuid4().hex[:12]}"
     monkeypatch.setenv("MAILER_IMAP_PASSWORD", dovecot_server.password)
     return dovecot_server, user
+
+
+@pytest.fixture
+def inbox_ws(make_workspace: Any, smtp_sink: tuple[SmtpSink, int],
+             mailbox: tuple[Dovecot, str]) -> tuple[Workspace, SmtpSink, Dovecot, str]:
+    """A workspace reading a fresh Dovecot mailbox and answering through a recording SMTP."""
+    sink, port = smtp_sink
+    server, user = mailbox
+    ws = make_workspace(port=port, imap_port=server.port, imap_user=user, poll_seconds=1)
+    return ws, sink, server, user

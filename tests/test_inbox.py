@@ -73,16 +73,6 @@ def form(*, event: str = "oba", name: str = "Jan Kowalski", city: str = "Gdynia"
     return FORM.format(event=event, name=name, city=city, email=email)
 
 
-@pytest.fixture
-def inbox_ws(make_workspace: Any, smtp_sink: tuple[SmtpSink, int],
-             mailbox: tuple[Dovecot, str]) -> tuple[Workspace, SmtpSink, Dovecot, str]:
-    """A workspace reading a fresh Dovecot mailbox and answering through a recording SMTP."""
-    sink, port = smtp_sink
-    server, user = mailbox
-    ws = make_workspace(port=port, imap_port=server.port, imap_user=user, poll_seconds=1)
-    return ws, sink, server, user
-
-
 async def watch_once(ws: Workspace, now: datetime = START) -> WatchReport:
     """One pass of the watcher, in-process, with the rehearsal clock at `now`."""
     settings = load_settings(ws.config)

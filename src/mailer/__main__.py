@@ -2,4 +2,5 @@
 
 from mailer.cli import main
 
-main()
+if __name__ == "__main__":  # not when a worker process (mailer.readers) imports it again
+    main()

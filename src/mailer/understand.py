@@ -141,6 +141,18 @@ def understand(raw: bytes, *, received: datetime, events: Sequence[Event],
     `previous(sender, thread_ids)` returns an incomplete form from the same thread or sender
     that this reply may complete (the caller looks it up in its state; this stays pure).
     """
+    reading = read(raw, received=received, events=events, own_addresses=own_addresses,
+                   authserv_id=authserv_id)
+    return complete(reading, previous, events)
+
+
+def read(raw: bytes, *, received: datetime, events: Sequence[Event],
+         own_addresses: Collection[str] = (), authserv_id: str = "") -> Reading:
+    """Everything `understand` does that needs no state: a form is validated as written.
+
+    This is the costly part (parsing, HTML, quoted history, classification); it may run in
+    another process (mailer.readers), and `complete` then adds what the state knows.
+    """
     msg = parse_bytes(raw)
     sender = sender_of(msg)
     reply, drafts = read_message(msg)
@@ -155,14 +167,27 @@ def understand(raw: bytes, *, received: datetime, events: Sequence[Event],
     )
     if classification.kind is not Kind.REGISTRATION:
         return base
-    values = [dict(d.values) for d in drafts]
-    earlier = previous(sender, base.refs) if previous else None
-    if earlier and len(values) == 1:
-        values[0] = merge_values(earlier, values[0])
-    registrants = tuple(validate_draft(v, sender=sender, events=events) for v in values)
-    decision = decide_registration(registrants, received, events)
-    return replace(base, registrants=registrants, decision=decision,
-                   merged_from=tuple(earlier or ()))
+    return _registration(base, [dict(d.values) for d in drafts], events)
+
+
+def complete(reading: Reading, previous: PreviousLookup | None,
+             events: Sequence[Event]) -> Reading:
+    """A reply with one form completes the incomplete form `previous` finds for it: the
+    merged values are validated and decided again."""
+    if reading.kind is not Kind.REGISTRATION or previous is None or len(reading.drafts) != 1:
+        return reading
+    earlier = previous(reading.sender, reading.refs)
+    if not earlier:
+        return reading
+    merged = merge_values(earlier, reading.drafts[0].values)
+    return replace(_registration(reading, [merged], events), merged_from=tuple(earlier))
+
+
+def _registration(reading: Reading, values: Sequence[Mapping[str, str]],
+                  events: Sequence[Event]) -> Reading:
+    registrants = tuple(validate_draft(v, sender=reading.sender, events=events) for v in values)
+    decision = decide_registration(registrants, reading.received, events)
+    return replace(reading, registrants=registrants, decision=decision)
 
 
 def answer_template(reading: Reading) -> Answer | None:

@@ -24,12 +24,13 @@ from mailer.decide import answer_allowed
 from mailer.effects import INBOUND, REGISTRATIONS, Ledger
 from mailer.errors import StateError
 from mailer.imap_client import Fetched, ImapAuthError, ImapError, ImapInbox
+from mailer.readers import Readers
 from mailer.render import Renderer
 from mailer.respond import ANSWERS, answer_doc, flush_outbox
 from mailer.settings import Settings
 from mailer.smtp_client import SmtpSession
 from mailer.store import Doc, Store, fsync_dir
-from mailer.understand import Reading, answer_template, reading_json, understand
+from mailer.understand import Reading, answer_template, complete, reading_json
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,8 @@ class Watcher:
         self.ledger = Ledger(settings, store, clock=clock,
                              contacts=read_contacts(campaign.recipients).contacts)
         self.watermark = self._watermark()
+        self.readers = Readers(events=settings.events, own_addresses=self.own,
+                               authserv_id=settings.answers.trusted_authserv_id)
 
     def _watermark(self) -> datetime:
         """SPEC §7: nothing received before the first send (or the first start) is answered."""
@@ -110,9 +113,12 @@ class Watcher:
         listed = await inbox.new_uids(last)
         batches = [listed[start:start + BATCH] for start in range(0, len(listed), BATCH)]
         fetched = await self._fetch(inbox, batches[0]) if batches else []
+        reading = self._read(fetched)
         for index, batch in enumerate(batches):
             following = batches[index + 1] if index + 1 < len(batches) else ()
-            fetched = await self._process_batch(inbox, batch, fetched, following, report)
+            fetched, reading = await self._process_batch(inbox, batch, fetched, reading,
+                                                         following, report)
+        await reading  # the last batch's "following" is empty: nothing is left running
         await self._flush_answers(report)
         if self.audit:
             self.audit.flush()
@@ -126,25 +132,38 @@ class Watcher:
         fetched += await inbox.fetch(large, headers_only=True)
         return fetched
 
-    async def _process_batch(self, inbox: ImapInbox, batch: Sequence[tuple[int, int]],
-                             fetched: list[Fetched], following: Sequence[tuple[int, int]],
-                             report: WatchReport) -> list[Fetched]:
-        """Record `fetched` (the messages of `batch`) in one journal line; returns the
-        messages of `following`, fetched while this batch's raw files reach the disk."""
+    def _read(self, fetched: list[Fetched]) -> asyncio.Future[list[Reading]]:
+        """Start reading `fetched` (in worker processes when there are many)."""
+        return self.readers.start([(f.data, f.received) for f in fetched])
+
+    async def _process_batch(
+        self, inbox: ImapInbox, batch: Sequence[tuple[int, int]], fetched: list[Fetched],
+        reading: asyncio.Future[list[Reading]], following: Sequence[tuple[int, int]],
+        report: WatchReport,
+    ) -> tuple[list[Fetched], asyncio.Future[list[Reading]]]:
+        """Record `fetched` (the messages of `batch`, being read by `reading`) in one journal
+        line; returns the messages of `following` and their reading, which runs meanwhile."""
+        running = [reading]
         try:
-            for item in sorted(fetched, key=lambda f: f.uid):
-                kind = self._ingest(item, inbox.uidvalidity)
+            # The next batch is fetched and queued for the workers before this one is kept:
+            # a worker never waits for the network or for the journal.
+            upcoming = await self._fetch(inbox, following) if following else []
+            upcoming_reading = self._read(upcoming)
+            running.append(upcoming_reading)
+            readings = await reading
+            for item, read in sorted(zip(fetched, readings, strict=True),
+                                     key=lambda pair: pair[0].uid):
+                kind = self._ingest(item, read, inbox.uidvalidity)
                 if kind is not None:
                     report.new += 1
                     report.kinds[kind] += 1
             # The batch's .eml files are on disk before the journal line that names them.
-            syncing = asyncio.ensure_future(asyncio.to_thread(self.raw_files.sync))
-            try:
-                upcoming = await self._fetch(inbox, following) if following else []
-            finally:  # even when the fetch failed: never leave the thread writing
-                [synced] = await asyncio.gather(syncing, return_exceptions=True)
-            if isinstance(synced, BaseException):
-                raise synced
+            await asyncio.to_thread(self.raw_files.sync)
+        except BaseException:
+            for future in running:  # nothing left reading for a pass that is over
+                future.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+            raise
         finally:
             self.raw_files.discard()
         self.store.stage(MAILBOX, self.settings.imap.folder,
@@ -153,7 +172,7 @@ class Watcher:
         self._audit_receipts()
         for item in fetched:
             await self._file_away(inbox, item)
-        return upcoming
+        return upcoming, upcoming_reading
 
     def _audit_receipts(self) -> None:
         """Log the receipts of a committed batch. Logged while reading, a batch read again
@@ -176,13 +195,12 @@ class Watcher:
 
     # -- one message -------------------------------------------------------------------------
 
-    def _ingest(self, item: Fetched, uidvalidity: int) -> str | None:
-        """Understand and stage one message; None when it was processed before."""
-        reading = understand(item.data, received=item.received, events=self.settings.events,
-                             own_addresses=self.own, previous=self.ledger.previous_values,
-                             authserv_id=self.settings.answers.trusted_authserv_id)
-        if self.store.has(INBOUND, reading.key):
+    def _ingest(self, item: Fetched, read: Reading, uidvalidity: int) -> str | None:
+        """Stage one message (`read`: what it says); None when it was processed before."""
+        if self.store.has(INBOUND, read.key):
             return None
+        # A later reply may complete an incomplete form: that needs the state, so it is here.
+        reading = complete(read, self.ledger.previous_values, self.settings.events)
         path = self.messages_dir / f"{reading.key}.eml"
         self.raw_files.add(path, item.data)
         backlog = reading.received < self.watermark
@@ -291,6 +309,7 @@ class Watcher:
         waiter.result()
 
     async def close(self) -> None:
+        self.readers.close()
         await self.drop_connection()
         await self.smtp.close()
 

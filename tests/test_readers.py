@@ -1,0 +1,161 @@
+"""Reading in worker processes gives what reading here gives, and survives a dead worker."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mailer.clock import Clock
+from mailer.readers import Readers
+from mailer.respond import ANSWERS
+from mailer.settings import load_settings
+from mailer.store import open_state
+from mailer.understand import read
+from mailer.watcher import INBOUND, REGISTRATIONS, Watcher
+from tests.test_inbox import ON_TIME, START, form, reply, table
+
+DATA = Path(__file__).parent / "data"
+RECEIVED = datetime(2020, 10, 20, 10, 0, tzinfo=UTC)
+
+
+def samples() -> list[tuple[bytes, datetime]]:
+    """Every reply and robot message of tests/data, as the watcher hands them over."""
+    files = sorted((DATA / "replies").glob("*.eml")) + sorted((DATA / "classify").glob("*.eml"))
+    assert len(files) > 20
+    return [(path.read_bytes(), RECEIVED) for path in files]
+
+
+def readers_for(config: Path, **options: Any) -> Readers:
+    settings = load_settings(config)
+    return Readers(events=settings.events, own_addresses={"rejestracja@example.com"},
+                   authserv_id="mx.example.com", **options)
+
+
+def here(readers: Readers, items: list[tuple[bytes, datetime]]) -> list[Any]:
+    context = readers.context
+    return [read(data, received=received, events=context.events,
+                 own_addresses=context.own_addresses, authserv_id=context.authserv_id)
+            for data, received in items]
+
+
+async def test_workers_read_what_this_process_reads(make_workspace: Any) -> None:
+    """The readings that come back from two workers equal those made here, in order."""
+    readers = readers_for(make_workspace().config, workers=2, min_batch=1)
+    items = samples()
+    try:
+        readings = await readers.read(items)
+        assert len(multiprocessing.active_children()) == 2  # it really was them
+    finally:
+        readers.close()
+    assert readings == here(readers, items)
+    assert {str(r.kind) for r in readings} >= {"registration", "bounce", "auto_reply"}
+    assert not multiprocessing.active_children()
+
+
+async def test_small_batches_start_no_worker(make_workspace: Any) -> None:
+    """A reply now and then is read here: no process is started for it."""
+    readers = readers_for(make_workspace().config, workers=1, min_batch=5)
+    items = samples()[:4]
+    assert await readers.read(items) == here(readers, items)
+    assert not multiprocessing.active_children()
+
+
+async def test_a_dead_worker_leaves_reading_here(make_workspace: Any,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """A worker killed between batches: the next batch is read here, nothing is lost, and no
+    worker is started again."""
+    readers = readers_for(make_workspace().config, workers=1, min_batch=1)
+    items = samples()
+    await readers.read(items[:3])
+    [worker] = multiprocessing.active_children()
+    assert worker.pid is not None
+    os.kill(worker.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while worker.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    with caplog.at_level(logging.WARNING, logger="mailer.readers"):
+        readings = await readers.read(items)
+    assert readings == here(readers, items)
+    assert "a reader process died" in caplog.text
+    assert readers.workers == 0 and not multiprocessing.active_children()
+    assert await readers.read(items[:2]) == readings[:2]
+
+
+async def test_watcher_with_workers_completes_a_form_in_the_same_batch(
+        inbox_ws: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """A batch read by a worker: a correction that follows an incomplete form in the same
+    batch still completes it (that part needs the state and stays in the watcher)."""
+    ws, sink, server, user = inbox_ws
+    server.append(user, reply("d@torun.example.com", form(city="")), ON_TIME)
+    server.append(user, reply("d@torun.example.com", "Miasto / urząd: Toruń\n"),
+                  ON_TIME + timedelta(hours=1))
+    for i in range(20):
+        server.append(user, reply(f"osoba{i}@gdynia.example.com",
+                                  form(name=f"Anna Nowak{'a' * i}")), ON_TIME)
+    settings = load_settings(ws.config)
+    with open_state(settings.storage, writer=True) as store, \
+            caplog.at_level(logging.INFO, logger="mailer.readers"):
+        watcher = Watcher(settings, store, clock=Clock(START))
+        watcher.readers.workers, watcher.readers.min_batch = 1, 10
+        try:
+            report = await watcher.process_once()
+        finally:
+            await watcher.close()
+    assert "reading large batches in 1 worker process" in caplog.text
+    assert report.new == 22 and not multiprocessing.active_children()
+    people = {r["key"]: r for r in table(ws, REGISTRATIONS)}
+    assert len(people) == 21
+    assert people["d@torun.example.com"]["status"] == "complete"
+    assert people["d@torun.example.com"]["city"] == "Toruń"
+    assert len(table(ws, INBOUND)) == 22
+    templates = sorted(a["template"] for a in table(ws, ANSWERS)
+                       if a["to"] == "d@torun.example.com")
+    assert templates == ["confirmation", "incomplete"]
+    assert len(sink.messages) == 22
+
+
+CHILD = """
+import asyncio, sys
+from datetime import UTC, datetime
+from mailer.readers import Readers
+import multiprocessing
+
+async def main():
+    readers = Readers(events=(), own_addresses=(), authserv_id="", workers=1, min_batch=1)
+    message = b"From: a@b.pl\\r\\nSubject: pytanie\\r\\n\\r\\nCzy bedzie nagranie?\\r\\n"
+    await readers.read([(message, datetime.now(UTC))])
+    [worker] = multiprocessing.active_children()
+    print(worker.pid, flush=True)
+    await asyncio.sleep(60)
+
+if __name__ == "__main__":
+    asyncio.run(main())
+"""
+
+
+def test_workers_leave_when_the_watcher_is_killed(tmp_path: Path) -> None:
+    """kill -9 of the watcher (which cannot stop its workers) leaves no worker behind."""
+    script = tmp_path / "child.py"
+    script.write_text(CHILD, encoding="utf-8")
+    with subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
+                          text=True) as child:
+        try:
+            assert child.stdout is not None
+            worker = int(child.stdout.readline())
+            assert Path(f"/proc/{worker}").exists()
+        finally:
+            child.kill()
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{worker}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not Path(f"/proc/{worker}").exists()
