@@ -1,11 +1,13 @@
-"""What the benchmark scripts share: free ports, the SMTP sink (Postfix's smtp-sink, else an
-aiosmtpd child process that counts), campaign-file editing, the verdict column."""
+"""What the benchmark scripts share: the measured child process (time, CPU, peak memory), free
+ports, the SMTP sink (Postfix's smtp-sink, else an aiosmtpd child process that counts),
+campaign-file editing, the verdict column."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -13,8 +15,11 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +30,109 @@ REPO = Path(__file__).resolve().parent.parent
 
 class BenchError(Exception):
     """The benchmark could not measure (a child failed or timed out, a server refused, …)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Child processes: one at a time, timed, peak memory of the program and of its own children
+
+
+@dataclass
+class ChildResult:
+    """One finished child: exit status, wall time, memory, CPU and its output."""
+
+    returncode: int
+    seconds: float
+    max_rss_kb: int  # the peak of its largest process (wait4)
+    tree_rss_kb: int  # the peak of the program and its child processes together (sampled)
+    cpu: float  # user + system seconds, its child processes included
+    load: float  # the 1-minute load average when it ended (other work on the machine)
+    stdout: str
+    stderr: str
+
+    @property
+    def rss_kb(self) -> int:
+        """What the program holds at its peak: its worker processes count too."""
+        return max(self.max_rss_kb, self.tree_rss_kb)
+
+
+# The measured program is started by this small launcher, not by the benchmark itself: Linux
+# counts the RSS of the process that spawned a child (at exec) into the child's ru_maxrss, and
+# a benchmark holds thousands of messages (and the stored state) in memory; the launcher is a
+# few MB. wait4() gives the peak of the largest process only, so the launcher also adds up the
+# RSS of the program and its descendants (mailer's reader workers) every 20 ms.
+_LAUNCHER = """\
+import json, os, sys, time
+report, argv = sys.argv[1], sys.argv[2:]
+page_kb = os.sysconf("SC_PAGE_SIZE") // 1024
+def tree(root):
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        try:
+            for task in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{task}/children") as children:
+                    todo += [int(c) for c in children.read().split()]
+        except (OSError, ValueError):
+            pass
+    return found
+def rss_kb(pid):
+    try:
+        with open(f"/proc/{pid}/statm") as statm:
+            return int(statm.read().split()[1]) * page_kb
+    except (OSError, ValueError, IndexError):
+        return 0
+start = time.perf_counter()
+pid = os.posix_spawnp(argv[0], argv, os.environ)
+peak = 0
+while True:
+    done, status, usage = os.wait4(pid, os.WNOHANG)
+    if done:
+        break
+    peak = max(peak, sum(rss_kb(p) for p in tree(pid)))
+    time.sleep(0.02)
+with open(report, "w") as out:
+    json.dump({"status": os.waitstatus_to_exitcode(status), "maxrss": usage.ru_maxrss,
+               "tree": peak, "seconds": time.perf_counter() - start,
+               "cpu": usage.ru_utime + usage.ru_stime}, out)
+"""
+
+
+def run_child(cmd: Sequence[str], *, timeout: float, cwd: Path | None = None,
+              env: dict[str, str] | None = None) -> ChildResult:
+    """Run `cmd` to completion (killed after `timeout` s): wall time, peak memory, CPU."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
+            tempfile.TemporaryDirectory() as folder:
+        report = Path(folder) / "rusage.json"
+        proc = subprocess.Popen([sys.executable, "-S", "-c", _LAUNCHER, str(report), *cmd],
+                                cwd=cwd, env=env, stdout=out, stderr=err,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # the launcher and the program
+            proc.wait(timeout=10)
+            raise BenchError(f"{' '.join(cmd[:6])} …: no result within {timeout:.0f} s") \
+                from None
+        except BaseException:  # Ctrl-C: leave no child behind
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+            raise
+        if proc.returncode != 0 or not report.exists():
+            err.seek(0)
+            raise BenchError(f"the launcher of {' '.join(cmd[:6])} … failed "
+                             f"({proc.returncode}): {err.read().decode(errors='replace')}")
+        usage = json.loads(report.read_text())
+        out.seek(0)
+        err.seek(0)
+        return ChildResult(usage["status"], usage["seconds"], usage["maxrss"], usage["tree"],
+                           usage["cpu"], os.getloadavg()[0], out.read().decode(errors="replace"),
+                           err.read().decode(errors="replace"))
+
+
+def child_failed(what: str, result: ChildResult) -> BenchError:
+    tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
+    return BenchError(f"{what} exited with {result.returncode}:\n{tail}")
 
 
 def _slug(text: str) -> str:

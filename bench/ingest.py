@@ -30,10 +30,12 @@ measurement:
 
 Every figure is the child's whole run, from process start to exit (imports, IMAP login, the
 fold at the end included); the baseline's fetch-and-parse phase alone is shown too. Each child
-is started by a launcher of a few MB that reports its wait4() rusage: peak RSS (Linux charges
-the spawning process's RSS to a child, so it must not be this benchmark) and CPU seconds. CPU
-seconds are printed beside wall time because other work on the machine slows wall time; the
-1-minute load average at the end of each child is printed too.
+is started by a launcher of a few MB (bench/common.py) that reports its wait4() rusage (Linux
+charges the spawning process's RSS to a child, so it must not be this benchmark) and adds up
+the RSS of the program and its processes every 20 ms: mailer reads large batches in worker
+processes (mailer/readers.py), and the RSS column is the peak of that sum. CPU seconds (the
+workers' included) are printed beside wall time because other work on the machine slows wall
+time; the 1-minute load average at the end of each child is printed too.
 
 --stored K,…: for each K, a state holding K registrations (with their inbound message, answer
 and raw .eml, written through mailer.store in the shapes watcher.py writes) ingests a fixed
@@ -60,9 +62,7 @@ import platform
 import random
 import re
 import shutil
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -80,12 +80,15 @@ from typing import Any
 import aioimaplib
 from common import (  # bench/ is the script folder, so its modules import directly
     BenchError,
+    ChildResult,
     Sink,
     _rewrite_toml,
     _slug,
     _verdict,
+    child_failed,
     choose_sink,
     free_port,
+    run_child,
 )
 
 from mailer.contacts import read_contacts
@@ -109,8 +112,6 @@ TARGET_SHARE = 0.40  # mailer ≥ 40 % of the baseline's msg/s
 TARGET_RATE = 500.0  # and ≥ 500 msg/s end to end
 TARGET_SCALE = 1.5  # per-message cost at the largest --stored ≤ 1.5 × at the smallest
 TARGET_RSS_MB = 200.0
-
-
 
 
 # ---------------------------------------------------------------------------------------------
@@ -651,87 +652,6 @@ def make_workspace(root: Path, *, imap_port: int, user: str, smtp_port: int) -> 
 
 
 # ---------------------------------------------------------------------------------------------
-# Child processes: one at a time, timed, peak RSS from wait4()
-
-
-@dataclass
-class ChildResult:
-    """One finished child: exit status, wall time, peak RSS and its output."""
-
-    returncode: int
-    seconds: float
-    max_rss_kb: int
-    cpu: float  # user + system seconds
-    load: float  # the 1-minute load average when it ended (other work on the machine)
-    stdout: str
-    stderr: str
-
-
-# The measured program is started by this small launcher, not by the benchmark itself: Linux
-# counts the RSS of the process that spawned a child (at exec) into the child's ru_maxrss, and
-# the benchmark holds thousands of messages (and the stored state) in memory. The launcher is a
-# few MB, so the figure is the measured program's own peak.
-_LAUNCHER = """\
-import json, os, sys, time
-report, argv = sys.argv[1], sys.argv[2:]
-start = time.perf_counter()
-pid = os.posix_spawnp(argv[0], argv, os.environ)
-_, status, usage = os.wait4(pid, 0)
-with open(report, "w") as out:
-    json.dump({"status": os.waitstatus_to_exitcode(status), "maxrss": usage.ru_maxrss,
-               "seconds": time.perf_counter() - start,
-               "cpu": usage.ru_utime + usage.ru_stime}, out)
-"""
-
-
-def run_child(cmd: Sequence[str], *, timeout: float, cwd: Path | None = None,
-              env: dict[str, str] | None = None) -> ChildResult:
-    """Run `cmd` to completion (killed after `timeout` s): wall time, its own peak RSS, CPU."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
-            tempfile.TemporaryDirectory() as folder:
-        report = Path(folder) / "rusage.json"
-        proc = subprocess.Popen([sys.executable, "-S", "-c", _LAUNCHER, str(report), *cmd],
-                                cwd=cwd, env=env, stdout=out, stderr=err,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)  # the launcher and the program
-            proc.wait(timeout=10)
-            raise BenchError(f"{' '.join(cmd[:6])} …: no result within {timeout:.0f} s") \
-                from None
-        if proc.returncode != 0 or not report.exists():
-            err.seek(0)
-            raise BenchError(f"the launcher of {' '.join(cmd[:6])} … failed "
-                             f"({proc.returncode}): {err.read().decode(errors='replace')}")
-        usage = json.loads(report.read_text())
-        out.seek(0)
-        err.seek(0)
-        return ChildResult(usage["status"], usage["seconds"], usage["maxrss"], usage["cpu"],
-                           os.getloadavg()[0], out.read().decode(errors="replace"),
-                           err.read().decode(errors="replace"))
-
-
-def _child_failed(what: str, result: ChildResult) -> BenchError:
-    tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
-    return BenchError(f"{what} exited with {result.returncode}:\n{tail}")
-
-
-# ---------------------------------------------------------------------------------------------
-# The SMTP sink the answers go to
-
-
-
-
-
-
-
-
-
-
-
-
-# ---------------------------------------------------------------------------------------------
 # The baseline: aioimaplib + the stdlib parse, nothing else
 
 
@@ -899,7 +819,7 @@ def _run_mailer(config: Path, n: int, *, expect_pending: bool) -> ChildResult:
                        timeout=120 + n * 0.05, cwd=config.parent, env=_mailer_env())
     wanted = 3 if expect_pending else 0
     if result.returncode != wanted or f"{n} new messages" not in result.stdout:
-        raise _child_failed(f"mailer watch --once ({n} new expected, exit {wanted})", result)
+        raise child_failed(f"mailer watch --once ({n} new expected, exit {wanted})", result)
     return result
 
 
@@ -942,7 +862,7 @@ def measure_mailer(root: Path, tag: str, replies: Sequence[Reply], *, imap_port:
     sent = sum(v for k, v in answers.items() if k.endswith(" sent"))
     if sink_kind is not None and count is not None and count != sent:
         raise BenchError(f"the sink accepted {count} messages, the state says {sent} sent")
-    return MailerRun(Measurement(label, n, result.seconds, result.max_rss_kb, note,
+    return MailerRun(Measurement(label, n, result.seconds, result.rss_kb, note,
                                  result.cpu, result.load), kinds,
                      answers, count, mismatches)
 
@@ -952,11 +872,11 @@ def measure_baseline(port: int, user: str, n: int) -> tuple[Measurement, Measure
     result = run_child([sys.executable, __file__, "--child", "baseline", "--port", str(port),
                         "--user", user], timeout=60 + n * 0.01)
     if result.returncode != 0:
-        raise _child_failed("baseline", result)
+        raise child_failed("baseline", result)
     report = json.loads(result.stdout.strip().splitlines()[-1])
     if report["messages"] != n:
         raise BenchError(f"baseline: parsed {report['messages']} of {n} messages")
-    return (Measurement("baseline: aioimaplib + stdlib", n, result.seconds, result.max_rss_kb,
+    return (Measurement("baseline: aioimaplib + stdlib", n, result.seconds, result.rss_kb,
                         "whole child process", result.cpu, result.load),
             Measurement("  its fetch + parse phase", n, report["seconds"], 0,
                         "from connect to the last get_content()"))
@@ -1004,7 +924,7 @@ def measure_stored(root: Path, k: int, replies: Sequence[Reply], *, imap_port: i
                         pointer=(uidvalidity, len(replies) - FIXED_N) if fixed else None)
             result = _run_mailer(config, n, expect_pending=False)
         shutil.rmtree(root / tag, ignore_errors=True)
-        return Measurement(f"{k:,} stored + {n:,} new", n, result.seconds, result.max_rss_kb,
+        return Measurement(f"{k:,} stored + {n:,} new", n, result.seconds, result.rss_kb,
                            cpu=result.cpu, load=result.load)
 
     full = median([once(i, False) for i in range(repeat)], key=lambda m: m.seconds)

@@ -23,7 +23,8 @@ A sample of recipients is first sent by `mailer send` to a recording aiosmtpd; e
 must parse back to the same content as the naive build (From, To, Reply-To, Subject,
 List-Unsubscribe, text and HTML bodies) and be byte-identical (Date aside) to what (a) sends.
 
-Peak RSS is each process's own VmHWM (getrusage would count this benchmark's memory too).
+Each child is started by a launcher of a few MB (bench/common.py): peak RSS is the program's
+own (wait4, not this benchmark's) or, when larger, its processes' RSS added up every 20 ms.
 --repeat R runs everything R times in interleaved rounds and shows medians and ranges; the
 load average is printed because other processes on the same CPUs move every figure.
 --scale adds mailer at 20, 1,000 and 50,000 contacts: the per-message cost net of the 20-contact
@@ -45,11 +46,8 @@ import platform
 import random
 import re
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -71,8 +69,10 @@ from common import (  # bench/ is the script folder, so its modules import direc
     _rewrite_toml,
     _slug,
     _verdict,
+    child_failed,
     choose_sink,
     free_port,
+    run_child,
 )
 
 from mailer.contacts import read_contacts
@@ -191,101 +191,6 @@ def make_workspace(root: Path, rows: Sequence[dict[str, str]], *, port: int,
     assert settings.smtp.port == port and settings.smtp.connections == connections
     assert settings.storage.resolve().is_relative_to(root.resolve())
     return config
-
-
-# ---------------------------------------------------------------------------------------------
-# Child processes: run one at a time, time them, peak RSS from wait4()
-
-
-@dataclass
-class ChildResult:
-    """One finished child: exit status, wall time, peak RSS and its output."""
-
-    returncode: int
-    seconds: float
-    max_rss_kb: int
-    stdout: str
-    stderr: str
-    cpu: float = 0.0  # user + system seconds of the child (all its threads)
-
-
-def peak_rss_kb() -> int | None:
-    """This process's own peak RSS (VmHWM), or None where /proc is not there.
-
-    Not getrusage()/wait4(): on Linux a process's ru_maxrss starts from the high-water mark
-    of the image it replaced at exec, so a child of a 200 MB parent "peaks" at 200 MB
-    (`/bin/true` spawned from this benchmark holding 50,000 contacts reports that).
-    """
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-# `python -c RUN_WITH_PEAK module args…` is `python -m module args…` that writes its own peak
-# RSS to $BENCH_PEAK_FILE as it finishes (the same source as peak_rss_kb, inlined).
-RUN_WITH_PEAK = """
-import os, runpy, sys
-target, sys.argv = sys.argv[1], sys.argv[1:]
-try:
-    runpy.run_module(target, run_name="__main__", alter_sys=True)
-finally:
-    peak = ""
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            peak = next((l.split()[1] for l in status if l.startswith("VmHWM:")), "")
-    except OSError:
-        pass
-    with open(os.environ["BENCH_PEAK_FILE"], "w", encoding="ascii") as out:
-        out.write(peak)
-"""
-
-
-def run_child(cmd: Sequence[str], *, timeout: float, cwd: Path | None = None,
-              env: dict[str, str] | None = None) -> ChildResult:
-    """Run `cmd` to completion (killed after `timeout` s), timed from spawn to exit.
-
-    max_rss_kb is what the child wrote to $BENCH_PEAK_FILE (see RUN_WITH_PEAK), else the
-    wait4() figure, which is only an upper bound (see peak_rss_kb).
-    """
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
-            tempfile.NamedTemporaryFile(prefix="peak-") as peak:
-        env = {**(env if env is not None else os.environ), "BENCH_PEAK_FILE": peak.name}
-        start = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=err,
-                                stdin=subprocess.DEVNULL)
-        timer = threading.Timer(timeout, proc.kill)
-        timer.start()
-        try:
-            _, status, usage = os.wait4(proc.pid, 0)
-        except BaseException:  # Ctrl-C: leave no child behind
-            proc.kill()
-            proc.wait(timeout=10)
-            raise
-        finally:
-            timer.cancel()
-        seconds = time.perf_counter() - start
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        reported = Path(peak.name).read_text(encoding="ascii").strip()
-        result = ChildResult(proc.returncode, seconds,
-                             int(reported) if reported.isdigit() else usage.ru_maxrss,
-                             out.read().decode(errors="replace"),
-                             err.read().decode(errors="replace"),
-                             usage.ru_utime + usage.ru_stime)
-    if result.returncode == -signal.SIGKILL and seconds >= timeout:
-        raise BenchError(f"{' '.join(cmd[:4])} …: no result within {timeout:.0f} s")
-    return result
-
-
-def _child_failed(what: str, result: ChildResult) -> BenchError:
-    tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
-    return BenchError(f"{what} exited with {result.returncode}:\n{tail}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -428,9 +333,6 @@ def child_measure(which: str, config: Path) -> None:
     sent = asyncio.run(send(settings, items))
     print(json.dumps({"sent": sent, "seconds": time.perf_counter() - start,
                       "cpu": time.process_time() - cpu_start}), flush=True)
-    peak = peak_rss_kb()
-    if peak is not None and os.environ.get("BENCH_PEAK_FILE"):
-        Path(os.environ["BENCH_PEAK_FILE"]).write_text(str(peak), encoding="ascii")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -472,7 +374,7 @@ class Measurement:
 
 def mailer_send(config: Path) -> list[str]:
     """`python -m mailer -c CONFIG send --yes`, reporting its own peak RSS."""
-    return [sys.executable, "-c", RUN_WITH_PEAK, "mailer", "-c", str(config), "send", "--yes"]
+    return [sys.executable, "-m", "mailer", "-c", str(config), "send", "--yes"]
 
 
 def _mailer_env() -> dict[str, str]:
@@ -492,9 +394,9 @@ def measure_mailer(root: Path, rows: Sequence[dict[str, str]], *, sink_kind: str
                            timeout=60 + n * 0.01, cwd=config.parent, env=_mailer_env())
         count = sink.stop()
     if result.returncode != 0 or f"sent {n}," not in result.stdout:
-        raise _child_failed(f"mailer send ({n} contacts)", result)
+        raise child_failed(f"mailer send ({n} contacts)", result)
     _check_recorded(config, n)
-    return Measurement("mailer send", n, result.seconds, result.max_rss_kb, count,
+    return Measurement("mailer send", n, result.seconds, result.rss_kb, count,
                        "whole process: start-up, CSV, render, SMTP, journal, fold",
                        result.cpu)
 
@@ -520,13 +422,13 @@ def measure_reference(which: str, root: Path, rows: Sequence[dict[str, str]], *,
                            timeout=60 + n * (0.02 if which == "b" else 0.005))
         count = sink.stop()
     if result.returncode != 0:
-        raise _child_failed(label, result)
+        raise child_failed(label, result)
     report = json.loads(result.stdout.strip().splitlines()[-1])
     if report["sent"] != n:
         raise BenchError(f"{label}: {report['sent']} of {n} messages accepted")
     note = "CSV + build per recipient + send" if which == "b" else \
         "send phase only (built before the clock)"
-    return Measurement(label, n, report["seconds"], result.max_rss_kb, count, note,
+    return Measurement(label, n, report["seconds"], result.rss_kb, count, note,
                        report["cpu"])
 
 
@@ -631,7 +533,7 @@ def check_equivalence(root: Path, rows: Sequence[dict[str, str]], *, size: int, 
     finally:
         controller.stop()
     if result.returncode != 0:
-        raise _child_failed("mailer send (sample)", result)
+        raise child_failed("mailer send (sample)", result)
     settings = load_settings(config)
     now = datetime.fromisoformat(NOW)
     naive, renderer = NaiveBuilder(settings, now), Renderer(settings, now=now)
