@@ -42,8 +42,8 @@ class ChildResult:
 
     returncode: int
     seconds: float
-    max_rss_kb: int  # the peak of its largest process (wait4)
-    tree_rss_kb: int  # the peak of the program and its child processes together (sampled)
+    max_rss_kb: int  # the peak RSS of its largest process (wait4)
+    tree_kb: int  # the peak PSS of the program and its child processes together (sampled)
     cpu: float  # user + system seconds, its child processes included
     load: float  # the 1-minute load average when it ended (other work on the machine)
     stdout: str
@@ -52,18 +52,19 @@ class ChildResult:
     @property
     def rss_kb(self) -> int:
         """What the program holds at its peak: its worker processes count too."""
-        return max(self.max_rss_kb, self.tree_rss_kb)
+        return max(self.max_rss_kb, self.tree_kb)
 
 
 # The measured program is started by this small launcher, not by the benchmark itself: Linux
 # counts the RSS of the process that spawned a child (at exec) into the child's ru_maxrss, and
 # a benchmark holds thousands of messages (and the stored state) in memory; the launcher is a
 # few MB. wait4() gives the peak of the largest process only, so the launcher also adds up the
-# RSS of the program and its descendants (mailer's reader workers) every 20 ms.
+# memory of the program and its descendants (mailer's reader workers) every 50 ms: their PSS,
+# which counts a page shared by several processes (libpython, the modules' code) once, where
+# RSS would count it in each.
 _LAUNCHER = """\
 import json, os, sys, time
 report, argv = sys.argv[1], sys.argv[2:]
-page_kb = os.sysconf("SC_PAGE_SIZE") // 1024
 def tree(root):
     found, todo = [], [root]
     while todo:
@@ -76,11 +77,11 @@ def tree(root):
         except (OSError, ValueError):
             pass
     return found
-def rss_kb(pid):
+def pss_kb(pid):
     try:
-        with open(f"/proc/{pid}/statm") as statm:
-            return int(statm.read().split()[1]) * page_kb
-    except (OSError, ValueError, IndexError):
+        with open(f"/proc/{pid}/smaps_rollup") as rollup:
+            return next(int(line.split()[1]) for line in rollup if line.startswith("Pss:"))
+    except (OSError, ValueError, IndexError, StopIteration):
         return 0
 start = time.perf_counter()
 pid = os.posix_spawnp(argv[0], argv, os.environ)
@@ -89,8 +90,8 @@ while True:
     done, status, usage = os.wait4(pid, os.WNOHANG)
     if done:
         break
-    peak = max(peak, sum(rss_kb(p) for p in tree(pid)))
-    time.sleep(0.02)
+    peak = max(peak, sum(pss_kb(p) for p in tree(pid)))
+    time.sleep(0.05)
 with open(report, "w") as out:
     json.dump({"status": os.waitstatus_to_exitcode(status), "maxrss": usage.ru_maxrss,
                "tree": peak, "seconds": time.perf_counter() - start,

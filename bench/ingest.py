@@ -32,10 +32,11 @@ Every figure is the child's whole run, from process start to exit (imports, IMAP
 fold at the end included); the baseline's fetch-and-parse phase alone is shown too. Each child
 is started by a launcher of a few MB (bench/common.py) that reports its wait4() rusage (Linux
 charges the spawning process's RSS to a child, so it must not be this benchmark) and adds up
-the RSS of the program and its processes every 20 ms: mailer reads large batches in worker
-processes (mailer/readers.py), and the RSS column is the peak of that sum. CPU seconds (the
-workers' included) are printed beside wall time because other work on the machine slows wall
-time; the 1-minute load average at the end of each child is printed too.
+the memory (PSS) of the program and its processes every 50 ms: mailer reads large batches in
+worker processes (mailer/readers.py), and the RSS column is the larger of the largest
+process's peak RSS and the peak of that sum. CPU seconds (the workers' included) are printed
+beside wall time because other work on the machine slows wall time; the 1-minute load average
+at the end of each child is printed too.
 
 --stored K,…: for each K, a state holding K registrations (with their inbound message, answer
 and raw .eml, written through mailer.store in the shapes watcher.py writes) ingests a fixed

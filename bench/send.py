@@ -24,7 +24,7 @@ must parse back to the same content as the naive build (From, To, Reply-To, Subj
 List-Unsubscribe, text and HTML bodies) and be byte-identical (Date aside) to what (a) sends.
 
 Each child is started by a launcher of a few MB (bench/common.py): peak RSS is the program's
-own (wait4, not this benchmark's) or, when larger, its processes' RSS added up every 20 ms.
+own (wait4, not this benchmark's) or, when larger, its processes' PSS added up every 50 ms.
 --repeat R runs everything R times in interleaved rounds and shows medians and ranges; the
 load average is printed because other processes on the same CPUs move every figure.
 --scale adds mailer at 20, 1,000 and 50,000 contacts: the per-message cost net of the 20-contact

@@ -33,9 +33,10 @@ class _Index:
 
     incomplete_by_sender: dict[str, str] = field(default_factory=dict)
     incomplete_by_message: dict[str, str] = field(default_factory=dict)
-    registrations_by_sender: dict[str, set[str]] = field(default_factory=dict)
+    # Tuples, not sets or lists: one per sender, most hold a single key (a set is 216 bytes).
+    registrations_by_sender: dict[str, tuple[str, ...]] = field(default_factory=dict)
     answer_inbound: dict[str, str] = field(default_factory=dict)  # answer Message-ID → inbound
-    answers_by_sender: dict[str, list[str]] = field(default_factory=dict)
+    answers_by_sender: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @classmethod
     def build(cls, store: Store) -> _Index:
@@ -48,7 +49,9 @@ class _Index:
 
     def add_registration(self, doc: Doc) -> None:
         sender, key = doc.get("sender", ""), doc["key"]
-        self.registrations_by_sender.setdefault(sender, set()).add(key)
+        known = self.registrations_by_sender.get(sender, ())
+        if key not in known:
+            self.registrations_by_sender[sender] = (*known, key)
         if doc.get("status") == "incomplete":
             self.incomplete_by_sender[sender] = key
             for message in doc.get("messages", []):
@@ -58,7 +61,8 @@ class _Index:
 
     def add_answer(self, doc: Doc) -> None:
         self.answer_inbound[doc["message_id"]] = doc["inbound"]
-        self.answers_by_sender.setdefault(doc["to"], []).append(doc["key"])
+        self.answers_by_sender[doc["to"]] = (*self.answers_by_sender.get(doc["to"], ()),
+                                             doc["key"])
 
 
 class Ledger:
@@ -88,7 +92,7 @@ class Ledger:
     def answers_today(self, sender: str) -> int:
         zone = self.settings.campaign.timezone
         today = self.clock.now().astimezone(zone).date()
-        answers = (self.store.get(ANSWERS, k) for k in self.index.answers_by_sender.get(sender, []))
+        answers = (self.store.get(ANSWERS, k) for k in self.index.answers_by_sender.get(sender, ()))
         return sum(1 for a in answers
                    if a and a["status"] != AnswerStatus.FAILED
                    and datetime.fromisoformat(a["created"]).astimezone(zone).date() == today)
@@ -142,7 +146,7 @@ class Ledger:
 
     def _over_registrant_limit(self, sender: str, key: str) -> bool:
         """A flood of registrations from one address stops at a limit (for a human to see)."""
-        known = self.index.registrations_by_sender.get(sender, set())
+        known = self.index.registrations_by_sender.get(sender, ())
         limit = self.settings.answers.max_registrants_per_sender
         if key in known or len(known) < limit:
             return False
