@@ -274,11 +274,6 @@ def _record(table: str, key: str, raw: Raw | None) -> bytes:
                                          b"null" if raw is None else raw)
 
 
-def _line(records: list[bytes]) -> bytes:
-    """One journal line: a single change, or {"tx": [...]} applied all or nothing."""
-    if len(records) == 1:
-        return records[0] + b"\n"
-    return b'{"tx":[%s]}\n' % b",".join(records)
 
 
 def _parse_lines(raw: bytes) -> tuple[list[Doc], int]:
@@ -382,7 +377,7 @@ class Store:
         The in-memory table is updated first, so a fold that runs meanwhile already holds
         every record the journal may contain when the fold empties it.
         """
-        await self.journal.append(_line([self._keep(table, key, doc)]))
+        await self.journal.append(self._keep(table, key, doc) + b"\n")
 
     def stage(self, table: str, key: str, doc: Doc) -> None:
         """Change a document in memory now; `commit` records all staged changes at once."""
@@ -416,7 +411,7 @@ class Store:
 
     def put_now(self, table: str, key: str, doc: Doc) -> None:
         """Like `put`, for code without an event loop."""
-        self.journal.append_now(_line([self._keep(table, key, doc)]))
+        self.journal.append_now(self._keep(table, key, doc) + b"\n")
 
     async def fold_if_large(self) -> None:
         """Fold when the journal is long, never while a batch of it is being written."""
