@@ -91,6 +91,26 @@ async def test_a_dead_worker_leaves_reading_here(make_workspace: Any,
     assert await readers.read(items[:2]) == readings[:2]
 
 
+async def test_workers_ignore_the_signals_meant_for_the_watcher(make_workspace: Any) -> None:
+    """Ctrl-C (the process group) and systemd's SIGTERM (the cgroup) reach the workers too:
+    they stay, and the watcher stops them when it has finished its batch."""
+    readers = readers_for(make_workspace().config, workers=1, min_batch=1)
+    items = samples()
+    try:
+        await readers.read(items[:2])
+        [worker] = multiprocessing.active_children()
+        assert worker.pid is not None
+        for sent in (signal.SIGINT, signal.SIGTERM):
+            os.kill(worker.pid, sent)
+        time.sleep(0.3)
+        assert worker.is_alive()
+        assert await readers.read(items) == here(readers, items)
+        assert readers.workers == 1
+    finally:
+        readers.close()
+    assert not worker.is_alive()
+
+
 async def test_watcher_with_workers_completes_a_form_in_the_same_batch(
         inbox_ws: Any, caplog: pytest.LogCaptureFixture) -> None:
     """A batch read by a worker: a correction that follows an incomplete form in the same

@@ -54,9 +54,11 @@ _worker_context: _Context | None = None
 def _start_worker(context: _Context) -> None:
     global _worker_context  # noqa: PLW0603  # one per worker process, set at its start
     _worker_context = context
-    # Ctrl-C reaches the whole process group: the watcher finishes the batch and stops its
-    # workers itself, which a KeyboardInterrupt here would only turn into a traceback.
+    # Ctrl-C reaches the whole process group, and systemd's SIGTERM the whole cgroup: the
+    # watcher finishes its batch and stops its workers itself. Dying here first would only
+    # make it read the batch again without them.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     # A watcher killed outright (kill -9, the OOM killer) cannot stop its workers, and a worker
     # waiting for work would wait forever: it leaves when its parent is gone.
     parent = multiprocessing.parent_process()
