@@ -131,6 +131,9 @@ def test_status_and_exports(make_workspace: Any, smtp_sink: tuple[SmtpSink, int]
     rows = list(csv.reader(io.StringIO(raw.decode("utf-8-sig")), delimiter=";"))
     assert rows[0][:3] == ["Id", "Imię i nazwisko", "Stanowisko"]
     assert sorted(r[1] for r in rows[1:]) == ["Adam Nowak", NAME]
+    audited = [json.loads(line) for line in (ws.state / "audit.log").read_text().splitlines()]
+    [export] = [e for e in audited if e["action"] == "export"]
+    assert (export["format"], export["rows"], export["to"]) == ("csv", 2, str(out))
 
     xlsx = tmp_path / "reg.xlsx"
     ws.run("registrations", "--format", "xlsx", "--out", str(xlsx), check=True)
@@ -175,4 +178,5 @@ def test_show_and_review(make_workspace: Any, smtp_sink: tuple[SmtpSink, int],
                                                     check=True).stdout)}
     assert "Ewa Lis" in people
     entries = [json.loads(line) for line in (ws.state / "audit.log").read_text().splitlines()]
-    assert entries[-1]["action"] == "review" and entries[-1]["how"] == "registered"
+    assert entries[-2]["action"] == "review" and entries[-2]["how"] == "registered"
+    assert entries[-1]["action"] == "export" and entries[-1]["to"] == "stdout"

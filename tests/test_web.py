@@ -294,6 +294,10 @@ def test_registrations_filter_search_and_download(shared: Workspace) -> None:
     assert book.sheetnames == ["Wszystkie", "pim"]
     people = {row[1] for row in book["pim"].iter_rows(min_row=2, values_only=True)}
     assert people == {ZOFIA[0], ADAM[0]}
+    exports = [e for e in audit(shared) if e["action"] == "export"]
+    assert [(e["format"], e["filters"], e["rows"], e["to"]) for e in exports[-2:]] == [
+        ("csv", {"status": "complete"}, 2, "browser"), ("xlsx", {"event": "pim"}, 3, "browser")]
+    assert all(e["actor"].endswith("(web)") for e in exports)
 
 
 def test_person_shows_text_beside_what_was_read(shared: Workspace) -> None:
@@ -323,6 +327,8 @@ def test_raw_message_download(shared: Workspace) -> None:
     assert raw.content == (shared.state / "messages" / f"{key}.eml").read_bytes()
     assert client.get(f"/message/{'0' * 32}.eml").status_code == 404
     assert client.get("/message/..%2F..%2Fcampaign.toml.eml").status_code == 404
+    downloads = [e for e in audit(shared) if e["action"] == "download"]
+    assert [e["message"] for e in downloads] == [key]  # what was refused is not a download
 
 
 def test_review_queue_lists_what_waits(shared: Workspace) -> None:

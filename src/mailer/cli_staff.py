@@ -147,11 +147,15 @@ def status(app: App, cities: bool, fmt: str) -> None:
 def registrations(app: App, event_id: str | None, status_filter: str | None, fmt: str,
                   out: Path | None) -> None:
     """The registrations: table, CSV for Excel (UTF-8 BOM, ';'), JSON (SPEC §9) or XLSX."""
-    from mailer.export import registration_records, to_csv, to_xlsx
+    from mailer.export import record_export, registration_records, to_csv, to_xlsx
     settings = app.settings()
     events = [settings.event(event_id)] if event_id else list(settings.events)
     with open_state(settings.storage, writer=False) as store:
         records = registration_records(store, event=event_id, status=status_filter)
+    if fmt != "table":  # data leaving in a form for other programs; the table is for the screen
+        record_export(settings.storage, actor=None, at=app.clock.now(), fmt=fmt,
+                      rows=len(records), filters={"event": event_id, "status": status_filter},
+                      to=str(out) if out else "stdout")
     if fmt == "xlsx":
         if out is None:
             raise UsageError("--format xlsx needs --out FILE.xlsx")

@@ -15,6 +15,7 @@ from openpyxl.styles import Font
 from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.worksheet import Worksheet
 
+from mailer.audit import AuditLog
 from mailer.effects import REGISTRATIONS
 from mailer.settings import Event
 from mailer.store import Store
@@ -94,3 +95,15 @@ def _sheet(sheet: Worksheet, title: str, records: Sequence[dict[str, Any]],
     for number, column in enumerate(sheet.columns, start=1):
         width = max(len(str(c.value or "")) for c in column)
         sheet.column_dimensions[get_column_letter(number)].width = min(max(width, 10), 50) + 2
+
+
+def record_export(folder: Path, *, actor: str | None, at: datetime, fmt: str, rows: int,
+                  filters: dict[str, str | None], to: str) -> None:
+    """Log who took registrations out of the service, in which form, which and how many: an
+    auditor asks where personal data went (RODO art. 30). Nothing to log without a state."""
+    if not folder.is_dir():
+        return
+    audit = AuditLog(folder, actor=actor)
+    audit.record("export", at=at, what="registrations", format=fmt, rows=rows,
+                 filters={k: v for k, v in filters.items() if v}, to=to)
+    audit.flush()

@@ -11,8 +11,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
+from mailer.audit import AuditLog, current_actor
 from mailer.effects import INBOUND
-from mailer.export import to_csv, to_xlsx
+from mailer.export import record_export, to_csv, to_xlsx
 from mailer.settings import Event
 from mailer.staff import person, review_queue
 from mailer.validate import Problem
@@ -107,8 +108,20 @@ class Pages:
         today = self.web.clock.now().astimezone(self.web.settings.campaign.timezone).date()
         return {"Content-Disposition": f'attachment; filename="zgloszenia-{today}.{suffix}"'}
 
+    def _audit(self, action: str, **details: Any) -> None:
+        web = self.web
+        audit = AuditLog(web.settings.storage, actor=f"{current_actor()} (web)")
+        audit.record(action, at=web.clock.now(), **details)
+        audit.flush()
+
+    def _exported(self, fmt: str, params: dict[str, str], rows: int) -> None:
+        record_export(self.web.settings.storage, actor=f"{current_actor()} (web)",
+                      at=self.web.clock.now(), fmt=fmt, rows=rows,
+                      filters=dict(params), to="browser")
+
     def export_csv(self, request: Request) -> Response:
         params, records = self._records(request)
+        self._exported("csv", params, len(records))
         return Response(to_csv(records, self._events(params["event"])),
                         media_type="text/csv; charset=utf-8", headers=self._filename("csv"))
 
@@ -119,6 +132,7 @@ class Pages:
             to_xlsx(records, self._events(params["event"]), path,
                     self.web.settings.campaign.timezone)
             data = path.read_bytes()
+        self._exported("xlsx", params, len(records))
         return Response(data, media_type=XLSX, headers=self._filename("xlsx"))
 
     def person(self, request: Request) -> Response:
@@ -145,6 +159,7 @@ class Pages:
         if data is None:
             return Response("Nie ma takiej wiadomości.", status_code=404,
                             media_type="text/plain")
+        self._audit("download", message=key)
         return Response(data, media_type="message/rfc822",
                         headers={"Content-Disposition": f'attachment; filename="{key}.eml"'})
 
