@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
-from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -17,21 +16,7 @@ from mailer.decide import (
 )
 from mailer.settings import Event
 from mailer.validate import Problem, Registrant
-
-WARSAW = ZoneInfo("Europe/Warsaw")
-SMART_CITY = Event(
-    id="smart-city",
-    title="Warsztat „Smart City – doświadczenia i wyzwania”",
-    deadline=datetime(2020, 10, 26, 10, 0, tzinfo=WARSAW),
-    aliases=("warsztat", "smart city"),
-)
-PIM = Event(
-    id="pim",
-    title="Partnerska Inicjatywa Miast 2021–2023 – nabór miast",
-    deadline=datetime(2020, 11, 2, 23, 59, 59, tzinfo=WARSAW),
-    aliases=("pim", "partnerska inicjatywa miast", "nabór"),
-)
-EVENTS = (SMART_CITY, PIM)
+from tests.events import EVENTS, PIM, SMART_CITY, WARSAW
 
 CONFIRMED, LATE = EventStatus.CONFIRMED, EventStatus.LATE
 SECOND = timedelta(seconds=1)

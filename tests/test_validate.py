@@ -2,28 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from zoneinfo import ZoneInfo
-
 import pytest
 
 from mailer.settings import Event
 from mailer.validate import Problem, Registrant, match_events, validate_draft
+from tests.events import EVENTS, PIM, SMART_CITY
 
-WARSAW = ZoneInfo("Europe/Warsaw")
-SMART_CITY = Event(
-    id="smart-city",
-    title="Warsztat „Smart City – doświadczenia i wyzwania”",
-    deadline=datetime(2020, 10, 26, 10, 0, tzinfo=WARSAW),
-    aliases=("warsztat", "smart city"),
-)
-PIM = Event(
-    id="pim",
-    title="Partnerska Inicjatywa Miast 2021–2023 – nabór miast",
-    deadline=datetime(2020, 11, 2, 23, 59, 59, tzinfo=WARSAW),
-    aliases=("pim", "partnerska inicjatywa miast", "nabór"),
-)
-EVENTS = (SMART_CITY, PIM)
 BOTH = ("smart-city", "pim")
 SENDER = "jan.kowalski@gdynia.pl"
 GOOD = {
