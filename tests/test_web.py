@@ -11,7 +11,7 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from http.cookiejar import CookieJar
 from pathlib import Path
 from typing import Any
@@ -21,14 +21,18 @@ import pytest
 from starlette.testclient import TestClient
 
 from mailer.clock import Clock
+from mailer.decide import answer_allowed
 from mailer.errors import UsageError
 from mailer.settings import load_settings
 from mailer.staff import review_queue
 from mailer.store import open_state
+from mailer.understand import understand
 from mailer.web import check_bind, create_app, is_loopback
+from mailer.web_views import reason_pl
 from tests.conftest import Workspace
 from tests.dovecot import Dovecot
 from tests.e2e.realrun import ADAM, INCOMPLETE, QUESTION, REQUEST, WEB_NOW, ZOFIA, real_run
+from tests.events import EVENTS
 from tests.test_staff import files_mentioning
 
 TOKEN = "test-token-1234567890"
@@ -309,6 +313,7 @@ def test_person_shows_text_beside_what_was_read(shared: Workspace) -> None:
     assert marked["name"] == ZOFIA[0] and marked["city"] == "Kraków"
     assert marked["event"] == "oba" and marked["phone"] == "58 123 45 67"
     assert "Zgłoszenie: Zofia" not in html and "kompletne" in html
+    assert "wypełniony formularz zgłoszenia" in html  # the reason, in Polish
     assert "potwierdzenie" in html and "Treść odpowiedzi" in html
     assert "Dzień dobry" in html  # the answer's text, as the service rendered it
     assert re.search(r'href="/message/[0-9a-f]+\.eml"', html)
@@ -404,3 +409,26 @@ def test_erase_needs_confirmation_then_leaves_no_trace(fresh: Workspace) -> None
     assert audit(fresh)[-1]["actor"].endswith("(web)")
     assert ZOFIA[0] not in client.get("/registrations").text
     assert client.get(f"/person?address={ZOFIA[1]}").status_code == 404
+
+
+def test_reasons_are_shown_in_polish() -> None:
+    """Every reason the reader and the answer check write (in English, for the logs) reaches
+    the clerk in Polish; a quoted phrase or subject stays as written."""
+    reasons = {understand(path.read_bytes(), received=datetime(2020, 10, 20, tzinfo=UTC),
+                          events=EVENTS, own_addresses={"rejestracja@example.com"})
+               .classification.reason for path in Path("tests/data").rglob("*.eml")}
+    start = datetime(2020, 10, 19, tzinfo=UTC)
+    refusals = {answer_allowed(**{
+        "sender": "jan@gdynia.example.com", "own_addresses": ["rejestracja@example.com"],
+        "automated": False, "received": start + timedelta(days=1), "watermark": start,
+        "answers_today": 0, "max_per_day": 5, **change}) for change in (
+            {"sender": ""}, {"sender": "rejestracja@example.com"}, {"sender": "jan@gdynia..example.com"},
+            {"automated": True}, {"forged": "dmarc=fail at mx.example.com"},
+            {"received": start - timedelta(days=1)}, {"answers_today": 5})}
+    assert len(reasons) >= 10 and len(refusals) == 7
+    english = re.compile(r"\b(?:header|bounce|sender|subject|phrase|form|report|delayed|"
+                         r"address|message|daily|received|own|filled|unsubscribe)\b")
+    for reason in reasons | refusals:
+        assert reason is not None
+        shown = reason_pl(reason)
+        assert shown != reason and not english.search(shown.split('"')[0]), (reason, shown)

@@ -48,6 +48,7 @@ from mailer.web_views import (
     STATUS_PL,
     StateCache,
     polish,
+    reason_pl,
     review_reason,
 )
 
@@ -133,7 +134,7 @@ class WebApp:
             standing=lambda v: polish(STANDING_PL, v), status=lambda v: polish(STATUS_PL, v),
             kind=lambda v: polish(KIND_PL, v), answer=lambda v: polish(ANSWER_PL, v),
             delivery=lambda v: polish(DELIVERY_PL, v), field=lambda v: polish(FIELD_PL, v),
-            review=review_reason, when=self.local_time)
+            review=review_reason, reason=reason_pl, when=self.local_time)
         self.templates.globals["query"] = lambda **kw: urlencode(
             {k: v for k, v in kw.items() if v not in (None, "")})
 

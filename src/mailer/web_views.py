@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -61,6 +62,54 @@ def review_reason(text: object) -> str:
     """Why a message waits for review, in Polish (the watcher stores it in English)."""
     reason = str(text or "")
     return next((pl for en, pl in REVIEW_PL.items() if reason.startswith(en)), reason)
+
+
+# How classify.py and decide.py word their reasons (kept in English in the state and the logs,
+# for staff and developers alike) → Polish for the clerk; what follows a prefix (a phrase that
+# was found, an address, a header's value) is kept as written. First match wins.
+_REASONS_PL = tuple((re.compile(en), pl) for en, pl in (
+    (r"^filled registration form$", "wypełniony formularz zgłoszenia"),
+    (r"^no form and no known phrase$", "bez formularza i bez znanego zwrotu"),
+    (r"^unsubscribe subject ", "temat z prośbą o wypisanie: "),
+    (r"^unsubscribe phrase ", "prośba o wypisanie: "),
+    (r"^cancellation phrase ", "rezygnacja: "),
+    (r"^sent from our own address (.*) \(loop\)$", r"wysłane z naszego adresu \1 (pętla)"),
+    (r"^delivery report \(RFC 3464\) without failures$",
+     "raport doręczenia (RFC 3464) bez błędów"),
+    (r"^DSN \(RFC 3464\): delayed$", "raport DSN (RFC 3464): doręczenie opóźnione"),
+    (r"^DSN \(RFC 3464\)$", "raport o niedoręczeniu (DSN, RFC 3464)"),
+    (r"^non-standard bounce with null Return-Path$",
+     "niestandardowy zwrot z pustym Return-Path"),
+    (r"^non-standard bounce with ", "niestandardowy zwrot z nagłówkiem "),
+    (r"^non-standard bounce from ", "niestandardowy zwrot od "),
+    (r"^non-standard bounce, subject ", "niestandardowy zwrot, temat "),
+    (r"^read receipt ", "potwierdzenie przeczytania "),
+    (r"^report \(RFC 6522\): ", "raport (RFC 6522): "),
+    (r"^(\S+) header \(mailing list\)$", r"nagłówek \1 (lista mailingowa)"),
+    (r"^(\S+) header$", r"nagłówek \1"),
+    (r"^(Auto-Submitted|Precedence): ", r"nagłówek \1: "),
+    (r"^null Return-Path <>$", "pusty Return-Path <>"),
+    (r"^sender (\S*@\S*)$", r"nadawca automatyczny \1"),
+    (r'^subject (".*")$', r"temat automatycznej odpowiedzi \1"),
+    # decide.answer_allowed
+    (r"^no sender address$", "brak adresu nadawcy"),
+    (r"^own address$", "nasz własny adres (pętla)"),
+    (r"^sender address not valid$", "niepoprawny adres nadawcy"),
+    (r"^automated message$", "wiadomość automatyczna"),
+    (r"^sender not authenticated: ", "nadawca nieuwierzytelniony: "),
+    (r"^received before the watermark.*", "sprzed rozpoczęcia kampanii – tylko do przejrzenia"),
+    (r"^over daily limit \((\d+) of (\d+) answers to this sender today\)$",
+     r"dzienny limit odpowiedzi do tego nadawcy wyczerpany (\1 z \2)"),
+))
+
+
+def reason_pl(text: object) -> str:
+    """A classification or no-answer reason in Polish; unknown wording stays as it is."""
+    reason = str(text or "")
+    for pattern, polish_text in _REASONS_PL:
+        if pattern.search(reason):
+            return pattern.sub(polish_text, reason, count=1)
+    return reason
 
 
 class StateCache:
