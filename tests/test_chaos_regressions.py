@@ -20,19 +20,7 @@ from mailer.respond import ANSWERS
 from mailer.settings import load_settings
 from mailer.store import Store, open_state
 from mailer.watcher import INBOUND, REGISTRATIONS, Watcher
-from tests.conftest import SmtpSink, Workspace
-from tests.dovecot import Dovecot
 from tests.test_inbox import ON_TIME, START, answers_to, form, reply, table
-
-
-@pytest.fixture
-def inbox_ws(make_workspace: Any, smtp_sink: tuple[SmtpSink, int],
-             mailbox: tuple[Dovecot, str]) -> tuple[Workspace, SmtpSink, Dovecot, str]:
-    """A workspace reading a fresh Dovecot mailbox and answering through a recording SMTP."""
-    sink, port = smtp_sink
-    server, user = mailbox
-    ws = make_workspace(port=port, imap_port=server.port, imap_user=user, poll_seconds=1)
-    return ws, sink, server, user
 
 
 async def test_link_lost_while_prefetching_keeps_the_batch_whole(

@@ -422,7 +422,8 @@ def test_reasons_are_shown_in_polish() -> None:
         "sender": "jan@gdynia.example.com", "own_addresses": ["rejestracja@example.com"],
         "automated": False, "received": start + timedelta(days=1), "watermark": start,
         "answers_today": 0, "max_per_day": 5, **change}) for change in (
-            {"sender": ""}, {"sender": "rejestracja@example.com"}, {"sender": "jan@gdynia..example.com"},
+            {"sender": ""}, {"sender": "rejestracja@example.com"},
+            {"sender": "jan@gdynia..example.com"},
             {"automated": True}, {"forged": "dmarc=fail at mx.example.com"},
             {"received": start - timedelta(days=1)}, {"answers_today": 5})}
     assert len(reasons) >= 10 and len(refusals) == 7
