@@ -25,6 +25,7 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from mailer.campaign import Status
 from mailer.clock import Clock
+from mailer.errors import DeliveryError
 from mailer.imap_client import ImapInbox
 from mailer.respond import ANSWERS
 from mailer.settings import load_settings
@@ -34,7 +35,7 @@ from mailer.watcher import INBOUND, MAILBOX, REGISTRATIONS, Watcher, WatchReport
 from tests.conftest import Workspace, contact_rows, free_port, serving
 from tests.dovecot import Dovecot
 from tests.fakes import FakeImap, FaultySink, HungServer, bulk_append, until
-from tests.test_inbox import ON_TIME, START, form, reply, watch_once
+from tests.test_inbox import ON_TIME, START, form, reply, table, watch_once
 from tests.test_send import deliveries, send_all
 
 IMAP_TIMEOUT = 2.0  # seconds an IMAP command may go unanswered in these tests
@@ -53,11 +54,6 @@ def imap_password(monkeypatch: pytest.MonkeyPatch) -> str:
     """The IMAP password every watcher here logs in with (FakeImap's and Dovecot's)."""
     monkeypatch.setenv("MAILER_IMAP_PASSWORD", "sekret")
     return "sekret"
-
-
-def table(ws: Workspace, name: str) -> list[dict[str, Any]]:
-    with open_state(ws.state, writer=False) as store:
-        return store.all(name)
 
 
 # -- IMAP: the watcher recovers by itself ----------------------------------------------------
@@ -202,6 +198,16 @@ async def test_smtp_fault_matrix(make_workspace: Any, faulty_sink: tuple[FaultyS
     inject(sink, step, reply_text, first)
     code = int(reply_text[:3])
     outcome = sort_reply(code, reply_text[4:])
+    if step == "MAIL" and outcome is Outcome.PERMANENT:
+        # A 5xx to MAIL FROM refuses our sender, not a recipient: the run stops and nobody is
+        # marked failed; once the server takes the sender again, everyone gets the invitation.
+        with pytest.raises(DeliveryError, match=r"refused the envelope sender <[^>]+>: 55"):
+            await send_all(ws)
+        assert not sink.recipients() and not deliveries(ws)
+        report = await send_all(ws)
+        assert report.sent == 3 and not report.failed
+        assert sorted(sink.recipients()) == sorted(r[0] for r in rows)
+        return
     started = time.monotonic()
     report = await send_all(ws)
     elapsed = time.monotonic() - started
@@ -635,3 +641,22 @@ def test_passwords_never_in_logs_repr_or_errors(make_workspace: Any,
         server.stop()
         shutil.rmtree(root, ignore_errors=True)
         controller.stop()
+
+
+async def test_sender_refused_while_answering_keeps_the_answer(
+        make_workspace: Any, faulty_sink: tuple[FaultySink, int],
+        mailbox: tuple[Dovecot, str]) -> None:
+    """A 5xx to MAIL FROM while answering stops the pass naming our sender; the answer stays
+    pending, not failed, and goes out once the server takes the sender again."""
+    sink, port = faulty_sink
+    server, user = mailbox
+    ws = make_workspace(port=port, imap_port=server.port, imap_user=user)
+    server.append(user, reply("jan@gdynia.example.com", form()), ON_TIME)
+    sink.mail_replies.append("553 5.7.1 Sender address rejected: not owned by user")
+    with pytest.raises(DeliveryError, match="refused the envelope sender"):
+        await watch_once(ws)
+    [answer] = table(ws, ANSWERS)
+    assert answer["status"] == "pending" and not sink.messages
+    report = await watch_once(ws)
+    assert report.new == 0 and report.answers_sent == 1
+    assert [m.rcpt_tos for m in sink.messages] == [["jan@gdynia.example.com"]]

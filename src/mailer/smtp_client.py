@@ -124,16 +124,33 @@ class SmtpSession:
             if self.client is None or not self.client.is_connected:
                 self.client = await self._connect()
             reply = await _transaction(self.client, self.envelope_from, to, data)
-        except aiosmtplib.SMTPResponseException as err:  # MAIL, RCPT or DATA refused
-            attempt = Attempt(sort_reply(err.code, err.message), err.code, err.message)
-            if attempt.outcome is Outcome.QUOTA:
+        except aiosmtplib.SMTPSenderRefused as err:
+            if sort_reply(err.code, err.message) is Outcome.PERMANENT:
+                # MAIL FROM refused for good: our sender, not this recipient, is at fault, and
+                # marking every recipient failed would keep the whole list from ever getting
+                # mail. Stop, as for a refused login; who is not recorded is still to send.
                 await self.close()
-            return attempt
+                raise DeliveryError(
+                    f"{self.settings.host}:{self.settings.port} refused the envelope sender "
+                    f"<{self.envelope_from}>: {err.code} {err.message}; the message to {to} "
+                    "and every one after it are still to send",
+                    hint="check [smtp] envelope_from (by default campaign.reply_to) and which "
+                    "senders the server lets this login use",
+                ) from err
+            return await self._refused(err)
+        except aiosmtplib.SMTPResponseException as err:  # MAIL, RCPT or DATA refused
+            return await self._refused(err)
         except (TimeoutError, aiosmtplib.SMTPException, OSError) as err:
             # Timeouts and drops leave the session in an unknown state: start afresh.
             await self.close()
             return Attempt(Outcome.TEMPORARY, None, f"{type(err).__name__}: {err}")
         return Attempt(Outcome.SENT, 250, reply)
+
+    async def _refused(self, err: aiosmtplib.SMTPResponseException) -> Attempt:
+        attempt = Attempt(sort_reply(err.code, err.message), err.code, err.message)
+        if attempt.outcome is Outcome.QUOTA:
+            await self.close()
+        return attempt
 
     async def close(self) -> None:
         client, self.client = self.client, None
