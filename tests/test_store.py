@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
+import os
+import threading
+import time
 from pathlib import Path
 
 import pytest
 from tinydb import Query, TinyDB
 
+from mailer.audit import AuditLog
 from mailer.errors import StateError, StateLockedError
-from mailer.store import AtomicJSONStorage, Store, open_state
+from mailer.store import AtomicJSONStorage, Store, atomic_write, open_state
 
 
 def test_put_is_visible_to_a_reader_before_any_fold(tmp_path: Path) -> None:
@@ -157,3 +162,45 @@ def test_documents_handed_out_are_copies(tmp_path: Path) -> None:
         assert store.get("t", "k") == {"n": 1, "key": "k"}
         store.put_now("t", "k", doc)
         assert [d["n"] for d in store.iter("t")] == [2]
+
+
+def test_audit_line_written_during_a_redaction_lands_in_the_new_log(tmp_path: Path) -> None:
+    """`forget` rewrites audit.log while readers (`mailer web`, exports) may append: an append
+    that comes meanwhile waits, then goes into the rewritten file, not the replaced one."""
+    AuditLog(tmp_path, actor="cli").record("send", to="anna@example.com")
+    path = tmp_path / "audit.log"
+    redacting = os.open(path, os.O_RDONLY)
+    fcntl.flock(redacting, fcntl.LOCK_EX)  # what AuditLog.redact holds while it rewrites
+    writer = threading.Thread(
+        target=lambda: AuditLog(tmp_path, actor="web").record("export", rows=1))
+    writer.start()
+    time.sleep(0.3)
+    assert writer.is_alive()  # waiting for the rewrite to end
+    atomic_write(path, b'{"action": "send", "to": "[erased]"}\n')
+    os.close(redacting)
+    writer.join(5)
+    assert [(e["action"], e.get("to")) for e in AuditLog(tmp_path).entries()] == [
+        ("send", "[erased]"), ("export", None)]
+
+
+def test_redaction_keeps_every_concurrent_append(tmp_path: Path) -> None:
+    """Appends from another thread while the log is redacted again and again: none is lost."""
+    log = AuditLog(tmp_path, actor="cli")
+    log.record("send", to="anna@example.com")
+    done = threading.Event()
+
+    def append() -> None:
+        web = AuditLog(tmp_path, actor="web")
+        for i in range(300):
+            web.record("download", message=f"m{i}")
+        done.set()
+
+    writer = threading.Thread(target=append)
+    writer.start()
+    while not done.is_set():
+        log.redact(["anna@example.com"], "[erased]")
+    writer.join(5)
+    entries = AuditLog(tmp_path).entries()
+    assert [e["message"] for e in entries if e["action"] == "download"] == \
+        [f"m{i}" for i in range(300)]
+    assert entries[0]["to"] == "[erased]"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import getpass
 import json
 import os
@@ -56,7 +57,7 @@ class AuditLog:
 
     def _write(self, data: bytes, *, sync: bool) -> None:
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            fd = self._open_current()
             try:
                 view = memoryview(data)
                 while view:  # a nearly full disk takes part of a write: the rest raises ENOSPC
@@ -67,6 +68,26 @@ class AuditLog:
                 os.close(fd)
         except OSError as err:
             raise StateError(f"{self.path}: cannot write the audit log: {err}") from err
+
+    def _open_current(self) -> int:
+        """The log for appending, under a shared lock, and surely the file now at `path`.
+
+        `redact` replaces the file while holding the exclusive lock; an append that waited for
+        it holds the replaced file, whose lines nobody reads any more: it opens again.
+        (Readers such as `mailer web` append without the state's lock, beside `forget`.)
+        """
+        while True:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH)
+                if os.fstat(fd).st_ino == os.stat(self.path).st_ino:
+                    return fd
+            except FileNotFoundError:  # replaced and not yet renamed into place: again
+                pass
+            except BaseException:
+                os.close(fd)
+                raise
+            os.close(fd)
 
     def entries(self) -> list[dict[str, Any]]:
         """Every complete entry (a torn last line after a crash is skipped)."""
@@ -92,15 +113,22 @@ class AuditLog:
         words = sorted({n for n in needles if n and len(n) > 2}, key=len, reverse=True)
         if not words or not self.path.exists():
             return 0
-        changed, out = 0, []
-        for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines(True):
-            new = line
-            for word in words:
-                new = _replace_folded(new, word, replacement)
-            changed += new != line
-            out.append(new)
-        if changed:
-            atomic_write(self.path, "".join(out).encode("utf-8"))
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # no append lands in what is being rewritten
+            changed, out = 0, []
+            with open(fd, "rb", closefd=False) as held:
+                text = held.read().decode("utf-8", errors="replace")
+            for line in text.splitlines(True):
+                new = line
+                for word in words:
+                    new = _replace_folded(new, word, replacement)
+                changed += new != line
+                out.append(new)
+            if changed:
+                atomic_write(self.path, "".join(out).encode("utf-8"))
+        finally:
+            os.close(fd)  # and the lock with it; waiting appends find the new file
         return changed
 
 
