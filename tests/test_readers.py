@@ -53,7 +53,7 @@ async def test_workers_read_what_this_process_reads(make_workspace: Any) -> None
     readers = readers_for(make_workspace().config, workers=2, min_batch=1)
     items = samples()
     try:
-        readings = await readers.read(items)
+        readings = await readers.start(items)
         assert len(multiprocessing.active_children()) == 2  # it really was them
     finally:
         readers.close()
@@ -66,7 +66,7 @@ async def test_small_batches_start_no_worker(make_workspace: Any) -> None:
     """A reply now and then is read here: no process is started for it."""
     readers = readers_for(make_workspace().config, workers=1, min_batch=5)
     items = samples()[:4]
-    assert await readers.read(items) == here(readers, items)
+    assert await readers.start(items) == here(readers, items)
     assert not multiprocessing.active_children()
 
 
@@ -76,7 +76,7 @@ async def test_a_dead_worker_leaves_reading_here(make_workspace: Any,
     worker is started again."""
     readers = readers_for(make_workspace().config, workers=1, min_batch=1)
     items = samples()
-    await readers.read(items[:3])
+    await readers.start(items[:3])
     [worker] = multiprocessing.active_children()
     assert worker.pid is not None
     os.kill(worker.pid, signal.SIGKILL)
@@ -84,11 +84,11 @@ async def test_a_dead_worker_leaves_reading_here(make_workspace: Any,
     while worker.is_alive() and time.monotonic() < deadline:
         time.sleep(0.05)
     with caplog.at_level(logging.WARNING, logger="mailer.readers"):
-        readings = await readers.read(items)
+        readings = await readers.start(items)
     assert readings == here(readers, items)
     assert "a reader process died" in caplog.text
     assert readers.workers == 0 and not multiprocessing.active_children()
-    assert await readers.read(items[:2]) == readings[:2]
+    assert await readers.start(items[:2]) == readings[:2]
 
 
 async def test_workers_ignore_the_signals_meant_for_the_watcher(make_workspace: Any) -> None:
@@ -97,14 +97,14 @@ async def test_workers_ignore_the_signals_meant_for_the_watcher(make_workspace: 
     readers = readers_for(make_workspace().config, workers=1, min_batch=1)
     items = samples()
     try:
-        await readers.read(items[:2])
+        await readers.start(items[:2])
         [worker] = multiprocessing.active_children()
         assert worker.pid is not None
         for sent in (signal.SIGINT, signal.SIGTERM):
             os.kill(worker.pid, sent)
         time.sleep(0.3)
         assert worker.is_alive()
-        assert await readers.read(items) == here(readers, items)
+        assert await readers.start(items) == here(readers, items)
         assert readers.workers == 1
     finally:
         readers.close()
@@ -153,7 +153,7 @@ import multiprocessing
 async def main():
     readers = Readers(events=(), own_addresses=(), authserv_id="", workers=1, min_batch=1)
     message = b"From: a@b.pl\\r\\nSubject: pytanie\\r\\n\\r\\nCzy bedzie nagranie?\\r\\n"
-    await readers.read([(message, datetime.now(UTC))])
+    await readers.start([(message, datetime.now(UTC))])
     [worker] = multiprocessing.active_children()
     print(worker.pid, flush=True)
     await asyncio.sleep(60)

@@ -25,6 +25,11 @@ def current_actor() -> str:
         return f"uid:{os.getuid()}"
 
 
+def web_actor() -> str:
+    """The actor of what is done through `mailer web`: the user who runs it, marked."""
+    return f"{current_actor()} (web)"
+
+
 class AuditLog:
     """Append-only JSON lines. Each entry is written at once and fsync'd in groups (never per
     message: the facts themselves are already durable in the journal); `flush` at the end of

@@ -116,10 +116,6 @@ class Readers:
             return self._fall_back(err, items)
         return asyncio.ensure_future(self._collect(parts, items))
 
-    async def read(self, items: Sequence[tuple[bytes, datetime]]) -> list[Reading]:
-        """The readings of `items`, in the same order."""
-        return await self.start(items)
-
     async def _collect(self, parts: list[asyncio.Future[list[Reading]]],
                        items: Sequence[tuple[bytes, datetime]]) -> list[Reading]:
         try:

@@ -361,9 +361,6 @@ class Store:
     def keys(self, table: str) -> set[str]:
         return set(self.tables.get(table, {}))
 
-    def count(self, table: str) -> int:
-        return len(self.tables.get(table, {}))
-
     def _keep(self, table: str, key: str, doc: Doc) -> bytes:
         """Set the document in memory; returns its journal record."""
         doc["key"] = key

@@ -17,7 +17,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from mailer import erase, staff
-from mailer.audit import AuditLog, current_actor
+from mailer.audit import AuditLog, web_actor
 from mailer.errors import MailerError, StateLockedError
 from mailer.store import Store, open_state
 from mailer.validate import validate_draft
@@ -70,7 +70,7 @@ class Actions:
         """One change under the writer's lock (StateLockedError while `mailer run` holds it)."""
         settings = self.web.settings
         with open_state(settings.storage, writer=True) as store:
-            return change(store, AuditLog(settings.storage, actor=f"{current_actor()} (web)"))
+            return change(store, AuditLog(settings.storage, actor=web_actor()))
 
     def _locked(self, request: Request, err: StateLockedError) -> Response:
         pid = re.search(r"pid ([^)]+)\)", str(err))

@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from mailer.audit import AuditLog, current_actor
+from mailer.audit import AuditLog, web_actor
 from mailer.effects import INBOUND
 from mailer.export import record_export, to_csv, to_xlsx
 from mailer.settings import Event
@@ -110,12 +110,12 @@ class Pages:
 
     def _audit(self, action: str, **details: Any) -> None:
         web = self.web
-        audit = AuditLog(web.settings.storage, actor=f"{current_actor()} (web)")
+        audit = AuditLog(web.settings.storage, actor=web_actor())
         audit.record(action, at=web.clock.now(), **details)
         audit.flush()
 
     def _exported(self, fmt: str, params: dict[str, str], rows: int) -> None:
-        record_export(self.web.settings.storage, actor=f"{current_actor()} (web)",
+        record_export(self.web.settings.storage, actor=web_actor(),
                       at=self.web.clock.now(), fmt=fmt, rows=rows,
                       filters=dict(params), to="browser")
 
