@@ -94,11 +94,11 @@ from common import (  # bench/ is the script folder, so its modules import direc
 
 from mailer.contacts import read_contacts
 from mailer.imap_client import FETCH_BATCH, LIST_BATCH
+from mailer.reading.understand import message_key
 from mailer.render import Renderer
 from mailer.respond import answer_message_id
 from mailer.settings import load_settings
 from mailer.store import open_state
-from mailer.understand import message_key
 
 REPO = Path(__file__).resolve().parents[1]
 NOW = "2020-10-19T09:00:00+02:00"  # the rehearsal clock: the watcher's first start

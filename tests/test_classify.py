@@ -1,4 +1,4 @@
-"""Tests for mailer.classify over real-looking messages in tests/data/classify."""
+"""Tests for mailer.reading.classify over real-looking messages in tests/data/classify."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import pytest
 
-from mailer.classify import (
+from mailer.reading.classify import (
     Classification,
     Kind,
     bounce_recipients,

@@ -1,4 +1,4 @@
-"""Tests for mailer.decide: deadlines across offsets and DST, the answer, when not to answer."""
+"""Tests for decide: deadlines across offsets and DST, the answer, when not to answer."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from mailer.decide import (
+from mailer.reading.decide import (
     Answer,
     Decision,
     EventStatus,
@@ -14,8 +14,8 @@ from mailer.decide import (
     decide_registration,
     event_statuses,
 )
+from mailer.reading.validate import Problem, Registrant
 from mailer.settings import Event
-from mailer.validate import Problem, Registrant
 from tests.events import EVENTS, PIM, SMART_CITY, WARSAW
 
 CONFIRMED, LATE = EventStatus.CONFIRMED, EventStatus.LATE

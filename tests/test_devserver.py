@@ -27,8 +27,8 @@ from mailer.devserver import (
     running,
 )
 from mailer.imap_client import parse_fetch
+from mailer.reading.understand import understand
 from mailer.settings import load_settings
-from mailer.understand import understand
 from tests.conftest import REPO, free_port
 
 INBOX = "rejestracja@example.com"

@@ -15,11 +15,11 @@ from aiosmtpd.controller import Controller
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mailer.classify import dmarc_failure
 from mailer.errors import DeliveryError
+from mailer.reading.headers import dmarc_failure
+from mailer.reading.understand import parse_bytes, reading_json, understand
 from mailer.settings import Event, SmtpSettings
 from mailer.smtp_client import SmtpSession
-from mailer.understand import parse_bytes, reading_json, understand
 from tests.conftest import SmtpSink, free_port
 
 EVENTS = (

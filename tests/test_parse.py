@@ -1,4 +1,4 @@
-"""Tests for mailer.parse: body text, quote splitting and form reading on real client replies."""
+"""Tests for parse: body text, quote splitting and form reading on real client replies."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mailer.parse import (
+from mailer.reading.parse import (
     FIELDS,
     Draft,
     ReplyText,

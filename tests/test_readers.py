@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 
 from mailer.clock import Clock
-from mailer.readers import Readers
+from mailer.reading.understand import read
+from mailer.reading.workers import Readers
 from mailer.respond import ANSWERS
 from mailer.settings import load_settings
 from mailer.store import open_state
-from mailer.understand import read
 from mailer.watcher import INBOUND, REGISTRATIONS, Watcher
 from tests.test_inbox import ON_TIME, START, form, reply, table
 
@@ -83,7 +83,7 @@ async def test_a_dead_worker_leaves_reading_here(make_workspace: Any,
     deadline = time.monotonic() + 10
     while worker.is_alive() and time.monotonic() < deadline:
         time.sleep(0.05)
-    with caplog.at_level(logging.WARNING, logger="mailer.readers"):
+    with caplog.at_level(logging.WARNING, logger="mailer.reading.workers"):
         readings = await readers.start(items)
     assert readings == here(readers, items)
     assert "a reader process died" in caplog.text
@@ -124,7 +124,7 @@ async def test_watcher_with_workers_completes_a_form_in_the_same_batch(
                                   form(name=f"Anna Nowak{'a' * i}")), ON_TIME)
     settings = load_settings(ws.config)
     with open_state(settings.storage, writer=True) as store, \
-            caplog.at_level(logging.INFO, logger="mailer.readers"):
+            caplog.at_level(logging.INFO, logger="mailer.reading.workers"):
         watcher = Watcher(settings, store, clock=Clock(START))
         watcher.readers.workers, watcher.readers.min_batch = 1, 10
         try:
@@ -147,7 +147,7 @@ async def test_watcher_with_workers_completes_a_form_in_the_same_batch(
 CHILD = """
 import asyncio, sys
 from datetime import UTC, datetime
-from mailer.readers import Readers
+from mailer.reading.workers import Readers
 import multiprocessing
 
 async def main():

@@ -1,11 +1,11 @@
-"""Tests for mailer.validate: event matching, required fields, e-mail and phone normalisation."""
+"""Tests for validate: event matching, required fields, e-mail and phone normalisation."""
 
 from __future__ import annotations
 
 import pytest
 
+from mailer.reading.validate import Problem, Registrant, match_events, validate_draft
 from mailer.settings import Event
-from mailer.validate import Problem, Registrant, match_events, validate_draft
 from tests.events import EVENTS, PIM, SMART_CITY
 
 BOTH = ("smart-city", "pim")

@@ -21,12 +21,12 @@ import pytest
 from starlette.testclient import TestClient
 
 from mailer.clock import Clock
-from mailer.decide import answer_allowed
 from mailer.errors import UsageError
+from mailer.reading.decide import answer_allowed
+from mailer.reading.understand import understand
 from mailer.settings import load_settings
 from mailer.staff import review_queue
 from mailer.store import open_state
-from mailer.understand import understand
 from mailer.web import check_bind, create_app, is_loopback
 from mailer.web_views import reason_pl
 from tests.conftest import Workspace

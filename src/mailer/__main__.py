@@ -2,5 +2,5 @@
 
 from mailer.cli import main
 
-if __name__ == "__main__":  # not when a worker process (mailer.readers) imports it again
+if __name__ == "__main__":  # not when a worker process (mailer.reading.workers) imports it again
     main()

@@ -17,12 +17,12 @@ from mailer.audit import AuditLog
 from mailer.campaign import CampaignSender, SendReport, plan
 from mailer.cli import EXIT_PENDING, App, cli
 from mailer.contacts import read_contacts
-from mailer.decide import answer_allowed
 from mailer.errors import UsageError
+from mailer.reading.decide import answer_allowed
+from mailer.reading.understand import answer_template, reading_json, understand
 from mailer.render import Renderer
 from mailer.settings import Settings
 from mailer.store import open_state
-from mailer.understand import answer_template, reading_json, understand
 from mailer.watcher import Watcher, WatchReport
 
 log = logging.getLogger("mailer")

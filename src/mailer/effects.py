@@ -13,13 +13,13 @@ from datetime import datetime
 from typing import Any
 
 from mailer.campaign import DELIVERIES, SUPPRESSIONS
-from mailer.classify import Kind
 from mailer.clock import Clock
 from mailer.contacts import Contact
+from mailer.reading.classify import Kind
+from mailer.reading.understand import Reading
 from mailer.respond import ANSWERS, AnswerStatus
 from mailer.settings import Settings
 from mailer.store import Doc, Store
-from mailer.understand import Reading
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from datetime import datetime
 from mailer.campaign import DELIVERIES, Status
 from mailer.contacts import Contact
 from mailer.effects import REGISTRATIONS
-from mailer.parse import fold
+from mailer.reading.parse import fold
 from mailer.settings import Event
 from mailer.store import Store
 

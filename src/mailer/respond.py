@@ -10,12 +10,12 @@ from typing import Any
 
 from mailer.audit import AuditLog
 from mailer.campaign import SUPPRESSIONS
-from mailer.decide import Answer, EventStatus
+from mailer.reading.decide import Answer, EventStatus
+from mailer.reading.understand import Reading, reply_subject
 from mailer.render import OutgoingMessage, Renderer
 from mailer.settings import Event, Settings
 from mailer.smtp_client import Outcome, SmtpSession
 from mailer.store import Doc, Store
-from mailer.understand import Reading, reply_subject
 
 log = logging.getLogger(__name__)
 

@@ -9,17 +9,17 @@ from typing import Any
 
 from mailer.audit import AuditLog
 from mailer.campaign import DELIVERIES
-from mailer.classify import Classification, Kind
 from mailer.clock import Clock
 from mailer.contacts import normalize_key, read_contacts
-from mailer.decide import decide_registration
 from mailer.effects import INBOUND, REGISTRATIONS, Ledger
 from mailer.errors import MailerError
+from mailer.reading.classify import Classification, Kind
+from mailer.reading.decide import decide_registration
+from mailer.reading.understand import understand
+from mailer.reading.validate import validate_draft
 from mailer.respond import ANSWERS
 from mailer.settings import Settings
 from mailer.store import Doc, Store
-from mailer.understand import understand
-from mailer.validate import validate_draft
 
 
 @dataclass(frozen=True)

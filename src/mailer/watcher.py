@@ -17,20 +17,20 @@ from typing import Any
 
 from mailer.audit import AuditLog
 from mailer.campaign import DELIVERIES, META
-from mailer.classify import Kind
 from mailer.clock import Clock
 from mailer.contacts import read_contacts
-from mailer.decide import answer_allowed
 from mailer.effects import INBOUND, REGISTRATIONS, Ledger
 from mailer.errors import StateError
 from mailer.imap_client import Fetched, ImapAuthError, ImapError, ImapInbox
-from mailer.readers import Readers
+from mailer.reading.classify import Kind
+from mailer.reading.decide import answer_allowed
+from mailer.reading.understand import Reading, answer_template, complete, reading_json
+from mailer.reading.workers import Readers
 from mailer.render import Renderer
 from mailer.respond import ANSWERS, answer_doc, flush_outbox
 from mailer.settings import Settings
 from mailer.smtp_client import SmtpSession
 from mailer.store import Doc, Store, fsync_dir
-from mailer.understand import Reading, answer_template, complete, reading_json
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from starlette.routing import Route
 from mailer import erase, staff
 from mailer.audit import AuditLog, web_actor
 from mailer.errors import MailerError, StateLockedError
+from mailer.reading.validate import validate_draft
 from mailer.store import Store, open_state
-from mailer.validate import validate_draft
 from mailer.web_pages import review_item_page
 from mailer.web_views import FIELD_PL
 

@@ -14,9 +14,9 @@ from starlette.routing import Route
 from mailer.audit import AuditLog, web_actor
 from mailer.effects import INBOUND
 from mailer.export import record_export, to_csv, to_xlsx
+from mailer.reading.validate import Problem
 from mailer.settings import Event
 from mailer.staff import person, review_queue
-from mailer.validate import Problem
 from mailer.web_views import (
     CITY_COLUMNS,
     CITY_STATUS_PL,

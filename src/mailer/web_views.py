@@ -16,15 +16,15 @@ from mailer.campaign import SendReport, plan
 from mailer.contacts import Contact
 from mailer.errors import MailerError
 from mailer.export import registration_records
-from mailer.parse import body_text, fold, split_reply
+from mailer.reading.parse import body_text, fold, split_reply
+from mailer.reading.understand import Reading, parse_bytes, understand
+from mailer.reading.validate import validate_draft
 from mailer.render import Renderer
 from mailer.report import CityRow, city_status
 from mailer.respond import build_answer
 from mailer.settings import Settings
 from mailer.staff import Person, campaign_counts, person, review_queue
 from mailer.store import Doc, Store, open_state
-from mailer.understand import Reading, parse_bytes, understand
-from mailer.validate import validate_draft
 from mailer.web_chart import chart_svg, registrations_per_day
 
 # Polish words for the values the state stores in English.

@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 from email.utils import parseaddr
 from enum import StrEnum
 
+from mailer.reading.validate import Registrant, normal_address
 from mailer.settings import Event
-from mailer.validate import Registrant, normal_address
 
 
 class EventStatus(StrEnum):

@@ -12,8 +12,8 @@ from email.utils import parseaddr
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 
+from mailer.reading.textfold import FoldTable, strip_marks
 from mailer.settings import Event
-from mailer.textfold import FoldTable, strip_marks
 
 FIELDS = ("event", "name", "position", "city", "email", "phone")
 

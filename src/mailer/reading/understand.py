@@ -13,19 +13,12 @@ from email.message import EmailMessage
 from email.utils import parseaddr
 from typing import Any
 
-from mailer.classify import (
-    Classification,
-    Kind,
-    classify,
-    dmarc_failure,
-    header_text,
-    is_automated,
-    simple_address,
-)
-from mailer.decide import Answer, Decision, decide_registration
-from mailer.parse import Draft, read_message
+from mailer.reading.classify import Classification, Kind, classify, is_automated
+from mailer.reading.decide import Answer, Decision, decide_registration
+from mailer.reading.headers import dmarc_failure, header_text, simple_address
+from mailer.reading.parse import Draft, read_message
+from mailer.reading.validate import Registrant, validate_draft
 from mailer.settings import Event
-from mailer.validate import Registrant, validate_draft
 
 _MSGID = re.compile(r"<[^<>\s]+>")
 _REPLY_PREFIX = re.compile(r"^\s*(?:(?:re|odp|odp\.|aw|sv)\s*(?:\[\d+\])?\s*:\s*)+", re.IGNORECASE)
@@ -151,7 +144,7 @@ def read(raw: bytes, *, received: datetime, events: Sequence[Event],
     """Everything `understand` does that needs no state: a form is validated as written.
 
     This is the costly part (parsing, HTML, quoted history, classification); it may run in
-    another process (mailer.readers), and `complete` then adds what the state knows.
+    another process (mailer.reading.workers), and `complete` then adds what the state knows.
     """
     msg = parse_bytes(raw)
     sender = sender_of(msg)

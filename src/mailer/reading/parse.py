@@ -23,7 +23,7 @@ from email.message import EmailMessage, MIMEPart
 
 import html2text
 
-from mailer.textfold import FoldTable, strip_marks
+from mailer.reading.textfold import FoldTable, strip_marks
 
 FIELDS = ("event", "name", "position", "city", "email", "phone")
 

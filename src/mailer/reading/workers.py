@@ -26,8 +26,8 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import datetime
 
+from mailer.reading.understand import Reading, read
 from mailer.settings import Event
-from mailer.understand import Reading, read
 
 log = logging.getLogger(__name__)
 

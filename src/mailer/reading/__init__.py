@@ -1,0 +1,1 @@
+"""Pure reading of replies: understand → parse, classify (headers), validate, decide; workers."""
