@@ -7,7 +7,6 @@ import json
 import logging
 import signal
 import sys
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +14,8 @@ import click
 
 from mailer.audit import AuditLog
 from mailer.campaign import CampaignSender, SendReport, plan
-from mailer.cli import EXIT_PENDING, App, cli
+from mailer.cli.app import EXIT_PENDING, App, parse_time
 from mailer.contacts import read_contacts
-from mailer.errors import UsageError
 from mailer.reading.decide import answer_allowed
 from mailer.reading.understand import answer_template, reading_json, understand
 from mailer.render import Renderer
@@ -28,7 +26,7 @@ from mailer.watcher import Watcher, WatchReport
 log = logging.getLogger("mailer")
 
 
-@cli.command()
+@click.command()
 @click.argument("eml", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--received", help="Arrival time (ISO-8601); default: the (rehearsal) clock.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object (SPEC §9).")
@@ -63,15 +61,6 @@ def inspect(app: App, eml: Path, received: str | None, as_json: bool) -> None:
     if data["bounced"]:
         click.echo(f"bounced: {', '.join(data['bounced'])}")
     click.echo(f"answer: {data['answer'] or 'none'}")
-
-
-def parse_time(value: str, settings: Settings, option: str) -> datetime:
-    try:
-        when = datetime.fromisoformat(value)
-    except ValueError as err:
-        raise UsageError(f"{option} {value!r}: expected ISO-8601 like "
-                         "2020-10-20T12:00:00+02:00") from err
-    return when if when.tzinfo else when.replace(tzinfo=settings.campaign.timezone)
 
 
 def _install_stop(stop: asyncio.Event) -> None:
@@ -116,7 +105,7 @@ async def _send_pending(app: App, settings: Settings, store: Any, audit: AuditLo
                  len(result.failed), len(result.deferred))
 
 
-@cli.command()
+@click.command()
 @click.option("--once", is_flag=True, help="Process what is waiting now, then exit.")
 @click.pass_obj
 def watch(app: App, once: bool) -> None:
@@ -129,10 +118,13 @@ def watch(app: App, once: bool) -> None:
             sys.exit(EXIT_PENDING)
 
 
-@cli.command()
+@click.command()
 @click.pass_obj
 def run(app: App) -> None:
     """The service: send pending invitations, then watch the inbox until SIGTERM/Ctrl-C."""
     settings = app.settings()
     asyncio.run(_watch(app, settings, once=False, send_first=True))
     click.echo("stopped; state saved")
+
+
+COMMANDS = (inspect, watch, run)

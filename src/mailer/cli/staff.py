@@ -1,13 +1,11 @@
-"""Commands of the staff's side and the tools: status, registrations, show, review, forget,
-purge, doctor, devserver, demo, web.
+"""Commands of the staff's side: status, registrations, show, review, forget, purge, web.
 
-The tools' modules (pymap, openpyxl, starlette, DNS) are imported inside their commands, so
-that `mailer send` and `mailer run` do not pay for them at every start.
+openpyxl and starlette are imported inside their commands, so that `mailer send` and `mailer
+run` do not pay for them at every start.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from pathlib import Path
@@ -17,8 +15,7 @@ import click
 
 from mailer import erase, staff
 from mailer.audit import AuditLog
-from mailer.cli import App, cli, confirm
-from mailer.cli_inbox import parse_time
+from mailer.cli.app import App, confirm, parse_time
 from mailer.contacts import read_contacts
 from mailer.errors import MailerError, UsageError
 from mailer.report import cities_table, city_status, format_table
@@ -28,7 +25,7 @@ from mailer.store import open_state
 log = logging.getLogger("mailer")
 
 
-@cli.command()
+@click.command()
 @click.argument("email")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.pass_obj
@@ -44,7 +41,7 @@ def forget(app: App, email: str, yes: bool) -> None:
     click.echo("note: copies on the mail server (the IMAP folder) are not touched", err=True)
 
 
-@cli.command()
+@click.command()
 @click.option("--before", "before_text", required=True,
               help="Erase people registered only for events that ended before this date.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
@@ -62,42 +59,6 @@ def purge(app: App, before_text: str, yes: bool) -> None:
     click.echo(f"erased {len(erased)} people")
 
 
-@cli.command()
-@click.option("--smtp-port", type=click.IntRange(1, 65535),
-              help="Default: the campaign's [smtp] port when its host is local, else 2525.")
-@click.option("--imap-port", type=click.IntRange(1, 65535),
-              help="Default: the campaign's [imap] port when its host is local, else 1143.")
-@click.option("--dir", "folder", type=click.Path(file_okay=False, path_type=Path),
-              help="Where the mailboxes live (default: devmail/ beside the campaign file).")
-@click.option("--password", default="devserver", show_default=True,
-              help="The one password of every mailbox.")
-@click.option("--bounce", multiple=True, metavar="ADDRESS",
-              help="Accept mail for ADDRESS, then bounce it (a DSN to the sender). Repeatable.")
-@click.pass_obj
-def devserver(app: App, smtp_port: int | None, imap_port: int | None, folder: Path | None,
-              password: str, bounce: tuple[str, ...]) -> None:
-    """Local SMTP + IMAP on 127.0.0.1 for trying everything out; Ctrl-C stops it."""
-    from mailer.devserver import options_for, run_until_stopped
-    options = options_for(app.config, root=folder, smtp_port=smtp_port,
-                              imap_port=imap_port, password=password, bounce=bounce)
-    if app.clock.rehearsal:
-        log.warning("MAILER_NOW does not move arrival times: like a real server, the dev server "
-                    "stamps mail with the real time (IMAP APPEND with a date sets any other)")
-    server = run_until_stopped(options, click.echo)
-    click.echo(f"stopped; {server.delivered} messages delivered this run; "
-               f"the mailboxes stay in {options.root}")
-
-
-@cli.command()
-@click.option("--dir", "folder", type=click.Path(file_okay=False, path_type=Path),
-              help="The demo's workspace, new or empty (default: a new temporary folder).")
-@click.pass_obj
-def demo(app: App, folder: Path | None) -> None:
-    """The whole flow end to end against the dev server, in a throwaway workspace."""
-    from mailer.demo import run_demo
-    run_demo(app.config, folder, click.echo)
-
-
 def _write_or_echo(data: str | bytes, out: Path | None) -> None:
     if out is None:
         click.echo(data.decode("utf-8-sig") if isinstance(data, bytes) else data, nl=False)
@@ -106,7 +67,7 @@ def _write_or_echo(data: str | bytes, out: Path | None) -> None:
     click.echo(f"wrote {out}", err=True)
 
 
-@cli.command()
+@click.command()
 @click.option("--cities", is_flag=True, help="One row per invited city.")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table")
 @click.pass_obj
@@ -135,7 +96,7 @@ def status(app: App, cities: bool, fmt: str) -> None:
         click.echo(text, nl=False)
 
 
-@cli.command()
+@click.command()
 @click.option("--event", "event_id", help="Only registrations for this event.")
 @click.option("--status", "status_filter", type=click.Choice(["complete", "incomplete",
                                                                "cancelled"]))
@@ -172,7 +133,7 @@ def registrations(app: App, event_id: str | None, status_filter: str | None, fmt
         _write_or_echo("\n".join(table) + "\n", out)
 
 
-@cli.command()
+@click.command()
 @click.argument("email")
 @click.pass_obj
 def show(app: App, email: str) -> None:
@@ -186,7 +147,7 @@ def show(app: App, email: str) -> None:
         click.echo(line)
 
 
-@cli.command()
+@click.command()
 @click.option("--handled", "handled_key", metavar="ID", help="Mark this message handled.")
 @click.option("--note", default="", help="With --handled: why.")
 @click.option("--register", "register_key", metavar="ID",
@@ -224,21 +185,7 @@ def review(app: App, /, handled_key: str | None, note: str, register_key: str | 
     click.echo(f"{len(waiting)} messages wait for review", err=True)
 
 
-@cli.command()
-@click.pass_obj
-def doctor(app: App) -> None:
-    """Check the campaign against its servers (SMTP, IMAP, DNS) without sending anything."""
-    from mailer.doctor import Level, diagnose
-    settings = app.settings()
-    findings = asyncio.run(diagnose(settings))
-    for finding in findings:
-        click.echo(f"[{finding.level:>4}] {finding.check}: {finding.detail}")
-    failed = [f for f in findings if f.level is Level.FAIL]
-    if failed:
-        raise MailerError(f"{len(failed)} checks failed (see above)")
-
-
-@cli.command()
+@click.command()
 @click.option("--port", type=click.IntRange(0, 65535), default=8025, show_default=True,
               help="TCP port (0: any free one).")
 @click.option("--host", default="127.0.0.1", show_default=True,
@@ -252,3 +199,6 @@ def web(app: App, port: int, host: str, public: bool) -> None:
 
     serve(app.settings(), clock=app.clock, host=host, port=port, public=public,
           echo=click.echo)
+
+
+COMMANDS = (status, registrations, show, review, forget, purge, web)

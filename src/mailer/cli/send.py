@@ -1,4 +1,4 @@
-"""The command line: the only place that prints, prompts or exits."""
+"""Commands of the send side: check, preview, send, remind."""
 
 from __future__ import annotations
 
@@ -7,65 +7,26 @@ import logging
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 from rich.progress import Progress
 
-from mailer import __version__
 from mailer.audit import AuditLog
 from mailer.campaign import CampaignSender, SendReport, plan
-from mailer.clock import Clock, clock_from_env
+from mailer.cli.app import EXIT_PENDING, App, confirm
 from mailer.contacts import Contact, ContactList, normalize_key, read_contacts
-from mailer.errors import MailerError, UsageError
+from mailer.errors import MailerError
 from mailer.remind import REMINDER, ReminderGroup, plan_reminders
 from mailer.render import Renderer
-from mailer.settings import Settings, load_settings, resolve_config_path
+from mailer.settings import Settings
 from mailer.smtp_client import Outcome, SmtpSession
 from mailer.store import open_state
 
 log = logging.getLogger("mailer")
-
-EXIT_PENDING = 3
-
-
-@dataclass
-class App:
-    """What every command needs: the campaign file's path and the clock."""
-
-    config: Path
-    clock: Clock
-
-    def settings(self) -> Settings:
-        return load_settings(self.config)
-
-
-def _configure_logging(verbose: int) -> None:
-    level = logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("mailer").setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-c", "--config", type=click.Path(path_type=Path), default=None,
-              help="Campaign file (default: $MAILER_CONFIG or ./campaign.toml).")
-@click.option("-v", "--verbose", count=True, help="More log lines (-vv: debug).")
-@click.version_option(__version__, prog_name="mailer")
-@click.pass_context
-def cli(ctx: click.Context, config: Path | None, verbose: int) -> None:
-    """Send a campaign's invitations and handle the replies."""
-    _configure_logging(verbose)
-    clock = clock_from_env()
-    if clock.rehearsal:
-        log.warning("rehearsal clock: MAILER_NOW makes the current time %s",
-                    clock.now().isoformat(timespec="seconds"))
-    ctx.obj = App(config=resolve_config_path(str(config) if config else None), clock=clock)
-
 
 def _echo_problems(contacts: ContactList) -> None:
     for problem in contacts.invalid:
@@ -74,7 +35,7 @@ def _echo_problems(contacts: ContactList) -> None:
         click.echo(f"{problem.source}: {problem.message}", err=True)
 
 
-@cli.command()
+@click.command()
 @click.pass_obj
 def check(app: App) -> None:
     """Validate the campaign file, templates (rendered for every contact) and contact lists."""
@@ -112,7 +73,7 @@ def _find_contact(contacts: ContactList, email: str | None) -> Contact:
                       hint="leave out --to to preview the first contact")
 
 
-@cli.command()
+@click.command()
 @click.option("--to", "email", help="Render for the contact with this address.")
 @click.option("--out", type=click.Path(path_type=Path), help="Write the exact message here.")
 @click.pass_obj
@@ -139,17 +100,6 @@ def describe_message(data: bytes) -> str:
     parts = "text + HTML" if parsed.is_multipart() else "text only"
     lines += [f"(parts: {parts})", "", body.get_content() if body else ""]
     return "\n".join(lines)
-
-
-def confirm(question: str, *, yes: bool) -> None:
-    """Ask on a terminal; without one (and without --yes) refuse with exit 2."""
-    if yes:
-        return
-    if not sys.stdin.isatty():
-        raise UsageError(f"{question} — no terminal to ask on",
-                         hint="add --yes to confirm in a script")
-    if not click.confirm(question, default=False):
-        raise UsageError("cancelled; nothing was sent")
 
 
 def _deadline_guard(settings: Settings, app: App, *, force: bool) -> None:
@@ -185,7 +135,7 @@ def _progress(total: int, label: str) -> Iterator[Callable[[SendReport], None]]:
     yield line
 
 
-@cli.command()
+@click.command()
 @click.option("--dry-run", is_flag=True, help="Render everything, send nothing.")
 @click.option("--limit", type=click.IntRange(min=1), help="Send at most N messages now.")
 @click.option("--to", "test_to", help="Test send to this address only; not recorded.")
@@ -266,28 +216,7 @@ def _test_send(settings: Settings, renderer: Renderer, contacts: ContactList, to
     click.echo(f"test message sent to {to} (as {sample.email} would get it); not recorded")
 
 
-def main(argv: list[str] | None = None) -> NoReturn:
-    """Entry point: MailerError → its exit code and one clear line, never a traceback."""
-    try:
-        cli.main(args=argv, prog_name="mailer", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(EXIT_PENDING)
-    except click.ClickException as err:
-        err.show()
-        sys.exit(err.exit_code)
-    except MailerError as err:
-        click.echo(f"error: {err}", err=True)
-        if err.hint:
-            click.echo(f"hint: {err.hint}", err=True)
-        sys.exit(err.exit_code)
-    except KeyboardInterrupt:
-        click.echo("interrupted; what was sent is recorded — rerun to resume", err=True)
-        sys.exit(EXIT_PENDING)
-    sys.exit(0)
-
-
-@cli.command()
+@click.command()
 @click.option("--event", "event_id", help="Only this event (default: every open event).")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.pass_obj
@@ -333,5 +262,4 @@ async def _send_reminders(app: App, settings: Settings, store: Any,
     return results
 
 
-# The other commands register themselves on `cli` when their modules are imported.
-from mailer import cli_inbox, cli_staff  # noqa: E402, F401
+COMMANDS = (check, preview, send, remind)

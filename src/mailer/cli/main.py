@@ -1,0 +1,71 @@
+"""The command line: the only place that prints, prompts or exits.
+
+`cli` is the click group; each side's commands live in a module of their own (send, inbox,
+staff, tools) and are added to the group here, by name, not by the side effect of an import.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+import click
+
+from mailer import __version__
+from mailer.cli import inbox, send, staff, tools
+from mailer.cli.app import EXIT_PENDING, App
+from mailer.clock import clock_from_env
+from mailer.errors import MailerError
+from mailer.settings import resolve_config_path
+
+log = logging.getLogger("mailer")
+
+
+def _configure_logging(verbose: int) -> None:
+    level = logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("mailer").setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-c", "--config", type=click.Path(path_type=Path), default=None,
+              help="Campaign file (default: $MAILER_CONFIG or ./campaign.toml).")
+@click.option("-v", "--verbose", count=True, help="More log lines (-vv: debug).")
+@click.version_option(__version__, prog_name="mailer")
+@click.pass_context
+def cli(ctx: click.Context, config: Path | None, verbose: int) -> None:
+    """Send a campaign's invitations and handle the replies."""
+    _configure_logging(verbose)
+    clock = clock_from_env()
+    if clock.rehearsal:
+        log.warning("rehearsal clock: MAILER_NOW makes the current time %s",
+                    clock.now().isoformat(timespec="seconds"))
+    ctx.obj = App(config=resolve_config_path(str(config) if config else None), clock=clock)
+
+
+for _command in (*send.COMMANDS, *inbox.COMMANDS, *staff.COMMANDS, *tools.COMMANDS):
+    cli.add_command(_command)
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    """Entry point: MailerError → its exit code and one clear line, never a traceback."""
+    try:
+        cli.main(args=argv, prog_name="mailer", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(EXIT_PENDING)
+    except click.ClickException as err:
+        err.show()
+        sys.exit(err.exit_code)
+    except MailerError as err:
+        click.echo(f"error: {err}", err=True)
+        if err.hint:
+            click.echo(f"hint: {err.hint}", err=True)
+        sys.exit(err.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted; what was sent is recorded — rerun to resume", err=True)
+        sys.exit(EXIT_PENDING)
+    sys.exit(0)

@@ -1,0 +1,71 @@
+"""Commands for trying and checking a setup: devserver, demo, doctor.
+
+Their modules (pymap, DNS) are imported inside the commands, so that `mailer send` and
+`mailer run` do not pay for them at every start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import click
+
+from mailer.cli.app import App
+from mailer.errors import MailerError
+
+log = logging.getLogger("mailer")
+
+
+@click.command()
+@click.option("--smtp-port", type=click.IntRange(1, 65535),
+              help="Default: the campaign's [smtp] port when its host is local, else 2525.")
+@click.option("--imap-port", type=click.IntRange(1, 65535),
+              help="Default: the campaign's [imap] port when its host is local, else 1143.")
+@click.option("--dir", "folder", type=click.Path(file_okay=False, path_type=Path),
+              help="Where the mailboxes live (default: devmail/ beside the campaign file).")
+@click.option("--password", default="devserver", show_default=True,
+              help="The one password of every mailbox.")
+@click.option("--bounce", multiple=True, metavar="ADDRESS",
+              help="Accept mail for ADDRESS, then bounce it (a DSN to the sender). Repeatable.")
+@click.pass_obj
+def devserver(app: App, smtp_port: int | None, imap_port: int | None, folder: Path | None,
+              password: str, bounce: tuple[str, ...]) -> None:
+    """Local SMTP + IMAP on 127.0.0.1 for trying everything out; Ctrl-C stops it."""
+    from mailer.devserver import options_for, run_until_stopped
+    options = options_for(app.config, root=folder, smtp_port=smtp_port,
+                              imap_port=imap_port, password=password, bounce=bounce)
+    if app.clock.rehearsal:
+        log.warning("MAILER_NOW does not move arrival times: like a real server, the dev server "
+                    "stamps mail with the real time (IMAP APPEND with a date sets any other)")
+    server = run_until_stopped(options, click.echo)
+    click.echo(f"stopped; {server.delivered} messages delivered this run; "
+               f"the mailboxes stay in {options.root}")
+
+
+@click.command()
+@click.option("--dir", "folder", type=click.Path(file_okay=False, path_type=Path),
+              help="The demo's workspace, new or empty (default: a new temporary folder).")
+@click.pass_obj
+def demo(app: App, folder: Path | None) -> None:
+    """The whole flow end to end against the dev server, in a throwaway workspace."""
+    from mailer.demo import run_demo
+    run_demo(app.config, folder, click.echo)
+
+
+@click.command()
+@click.pass_obj
+def doctor(app: App) -> None:
+    """Check the campaign against its servers (SMTP, IMAP, DNS) without sending anything."""
+    from mailer.doctor import Level, diagnose
+    settings = app.settings()
+    findings = asyncio.run(diagnose(settings))
+    for finding in findings:
+        click.echo(f"[{finding.level:>4}] {finding.check}: {finding.detail}")
+    failed = [f for f in findings if f.level is Level.FAIL]
+    if failed:
+        raise MailerError(f"{len(failed)} checks failed (see above)")
+
+
+COMMANDS = (devserver, demo, doctor)
