@@ -27,8 +27,8 @@ from mailer.reading.understand import understand
 from mailer.settings import load_settings
 from mailer.staff import review_queue
 from mailer.store import open_state
-from mailer.web import check_bind, create_app, is_loopback
-from mailer.web_views import reason_pl
+from mailer.web.app import check_bind, create_app, is_loopback
+from mailer.web.views import reason_pl
 from tests.conftest import Workspace
 from tests.dovecot import Dovecot
 from tests.e2e.realrun import ADAM, INCOMPLETE, QUESTION, REQUEST, WEB_NOW, ZOFIA, real_run

@@ -195,7 +195,7 @@ def review(app: App, /, handled_key: str | None, note: str, register_key: str | 
 @click.pass_obj
 def web(app: App, port: int, host: str, public: bool) -> None:
     """The clerk's web view: audit, review, export. Prints one URL with an access token."""
-    from mailer.web import serve
+    from mailer.web.app import serve
 
     serve(app.settings(), clock=app.clock, host=host, port=port, public=public,
           echo=click.echo)

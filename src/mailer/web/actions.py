@@ -21,11 +21,11 @@ from mailer.audit import AuditLog, web_actor
 from mailer.errors import MailerError, StateLockedError
 from mailer.reading.validate import validate_draft
 from mailer.store import Store, open_state
-from mailer.web_pages import review_item_page
-from mailer.web_views import FIELD_PL
+from mailer.web.pages import review_item_page
+from mailer.web.views import FIELD_PL
 
 if TYPE_CHECKING:
-    from mailer.web import WebApp
+    from mailer.web.app import WebApp
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -17,7 +17,7 @@ from mailer.export import record_export, to_csv, to_xlsx
 from mailer.reading.validate import Problem
 from mailer.settings import Event
 from mailer.staff import person, review_queue
-from mailer.web_views import (
+from mailer.web.views import (
     CITY_COLUMNS,
     CITY_STATUS_PL,
     FIELD_PL,
@@ -32,7 +32,7 @@ from mailer.web_views import (
 )
 
 if TYPE_CHECKING:
-    from mailer.web import WebApp
+    from mailer.web.app import WebApp
 
 KEY = re.compile(r"^[0-9a-f]{8,64}$")  # message keys are hex digests
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
@@ -197,7 +197,7 @@ def review_item_page(web: WebApp, request: Request, key: str, *,
 
 
 def page_routes(web: WebApp) -> list[Route]:
-    """GET routes; the guard in `mailer.web` has checked the session before any of them."""
+    """GET routes; the guard in `mailer.web.app` has checked the session before any of them."""
     pages = Pages(web)
     return [
         Route("/", pages.dashboard),

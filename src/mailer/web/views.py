@@ -25,7 +25,7 @@ from mailer.respond import build_answer
 from mailer.settings import Settings
 from mailer.staff import Person, campaign_counts, person, review_queue
 from mailer.store import Doc, Store, open_state
-from mailer.web_chart import chart_svg, registrations_per_day
+from mailer.web.chart import chart_svg, registrations_per_day
 
 # Polish words for the values the state stores in English.
 CITY_STATUS_PL = {"registered": "zarejestrowane", "late": "po terminie",

@@ -36,9 +36,9 @@ from mailer.errors import MailerError, UsageError
 from mailer.render import Renderer
 from mailer.settings import Settings
 from mailer.staff import review_queue
-from mailer.web_actions import action_routes, same_origin
-from mailer.web_pages import page_routes
-from mailer.web_views import (
+from mailer.web.actions import action_routes, same_origin
+from mailer.web.pages import page_routes
+from mailer.web.views import (
     ANSWER_PL,
     CITY_STATUS_PL,
     DELIVERY_PL,
@@ -127,7 +127,7 @@ class WebApp:
         self._contacts: tuple[tuple[Any, ...], list[Contact]] = ((), [])
         self._contacts_lock = threading.Lock()
         self.templates = jinja2.Environment(
-            loader=jinja2.PackageLoader("mailer", "web_templates"), autoescape=True,
+            loader=jinja2.PackageLoader("mailer.web", "templates"), autoescape=True,
             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
         self.templates.filters.update(
             city_status=lambda v: polish(CITY_STATUS_PL, v),

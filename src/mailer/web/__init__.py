@@ -1,0 +1,1 @@
+"""The clerk's web view: app (server, auth), pages, actions, views, chart, templates/."""
