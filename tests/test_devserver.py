@@ -19,7 +19,7 @@ import aioimaplib
 import aiosmtplib
 import pytest
 
-from mailer.devserver import (
+from mailer.dev.devserver import (
     DEFAULT_PASSWORD,
     DevServer,
     DevServerError,

@@ -33,7 +33,7 @@ log = logging.getLogger("mailer")
 def devserver(app: App, smtp_port: int | None, imap_port: int | None, folder: Path | None,
               password: str, bounce: tuple[str, ...]) -> None:
     """Local SMTP + IMAP on 127.0.0.1 for trying everything out; Ctrl-C stops it."""
-    from mailer.devserver import options_for, run_until_stopped
+    from mailer.dev.devserver import options_for, run_until_stopped
     options = options_for(app.config, root=folder, smtp_port=smtp_port,
                               imap_port=imap_port, password=password, bounce=bounce)
     if app.clock.rehearsal:
@@ -50,7 +50,7 @@ def devserver(app: App, smtp_port: int | None, imap_port: int | None, folder: Pa
 @click.pass_obj
 def demo(app: App, folder: Path | None) -> None:
     """The whole flow end to end against the dev server, in a throwaway workspace."""
-    from mailer.demo import run_demo
+    from mailer.dev.demo import run_demo
     run_demo(app.config, folder, click.echo)
 
 

@@ -24,10 +24,10 @@ from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
-from mailer import demo_script as write
 from mailer.contacts import read_contacts
-from mailer.demo_script import Cast, DemoError, Official, Received, Timeline
-from mailer.devserver import DEFAULT_PASSWORD, HOST, plain_address
+from mailer.dev import script as write
+from mailer.dev.devserver import DEFAULT_PASSWORD, HOST, plain_address
+from mailer.dev.script import Cast, DemoError, Official, Received, Timeline
 from mailer.effects import INBOUND
 from mailer.report import (
     cities_table,
