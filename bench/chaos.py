@@ -64,9 +64,7 @@ from aiosmtpd.controller import Controller
 from common import free_port  # bench/ is the script folder
 
 from mailer.audit import AuditLog
-from mailer.campaign import DELIVERIES
-from mailer.effects import INBOUND, REGISTRATIONS
-from mailer.respond import ANSWERS
+from mailer.models import ANSWERS, DELIVERIES, INBOUND, REGISTRATIONS
 from mailer.store import Store
 
 REPO = Path(__file__).resolve().parent.parent

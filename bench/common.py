@@ -136,14 +136,14 @@ def child_failed(what: str, result: ChildResult) -> BenchError:
     return BenchError(f"{what} exited with {result.returncode}:\n{tail}")
 
 
-def _slug(text: str) -> str:
+def slug(text: str) -> str:
     """ASCII for an address: diacritics dropped (ł has no decomposition), spaces → '-'."""
     text = text.replace("ł", "l").replace("Ł", "L")
     plain = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
     return "-".join(plain.lower().split())
 
 
-def _rewrite_toml(text: str, changes: dict[tuple[str, str], str]) -> str:
+def rewrite_toml(text: str, changes: dict[tuple[str, str], str]) -> str:
     """Replace `key = value` lines of the given tables; every change must find its line."""
     section, lines, done = "", [], set()
     for line in text.splitlines(keepends=True):
@@ -273,7 +273,8 @@ def choose_sink(choice: str) -> str:
     return choice
 
 
-def _verdict(ok: bool) -> str:
+def verdict(ok: bool) -> str:
+    """The report's verdict column: PASS or FAIL."""
     return "PASS" if ok else "FAIL"
 
 

@@ -83,13 +83,13 @@ from common import (  # bench/ is the script folder, so its modules import direc
     BenchError,
     ChildResult,
     Sink,
-    _rewrite_toml,
-    _slug,
-    _verdict,
     child_failed,
     choose_sink,
     free_port,
+    rewrite_toml,
     run_child,
+    slug,
+    verdict,
 )
 
 from mailer.contacts import read_contacts
@@ -184,7 +184,7 @@ def make_person(rng: random.Random, serial: int, tag: str = "") -> Person:
     last = rng.choice(_SURNAMES)
     last = _feminine(last) if female else last
     city = rng.choice(_CITIES)
-    email = f"{_slug(first)}.{_slug(last)}{tag}{serial}@um.{_slug(city)}.example.com"
+    email = f"{slug(first)}.{slug(last)}{tag}{serial}@um.{slug(city)}.example.com"
     return Person(first, last, rng.choice(_POSITIONS), city, email)
 
 
@@ -381,7 +381,7 @@ class ReplyWriter:
     def two_registrants(self, person: Person, when: datetime) -> bytes:
         colleague = make_person(self.rng, self.serial, tag="x")
         colleague = Person(colleague.first, colleague.last, colleague.position, person.city,
-                           f"{_slug(colleague.first)}.{_slug(colleague.last)}@{person.domain}")
+                           f"{slug(colleague.first)}.{slug(colleague.last)}@{person.domain}")
         msg = self._message(person, self.subject, when)
         body = (f"{self.rng.choice(_GREETINGS)}\n\nzgłaszam dwie osoby z naszego urzędu:\n\n"
                 f"{self.form(person, email=person.email)}\n\n"
@@ -636,7 +636,7 @@ def make_workspace(root: Path, *, imap_port: int, user: str, smtp_port: int) -> 
     root.mkdir(parents=True)
     for folder in ("templates", "recipients"):
         shutil.copytree(REPO / folder, root / folder)
-    text = _rewrite_toml((REPO / "campaign.toml").read_text(encoding="utf-8"), {
+    text = rewrite_toml((REPO / "campaign.toml").read_text(encoding="utf-8"), {
         ("smtp", "host"): '"127.0.0.1"', ("smtp", "port"): str(smtp_port),
         ("smtp", "security"): '"none"', ("smtp", "username"): '""',
         ("imap", "host"): '"127.0.0.1"', ("imap", "port"): str(imap_port),
@@ -1001,11 +1001,11 @@ def report(args: argparse.Namespace, sink: str, replies: Sequence[Reply],
         targets += _scale_lines(scale)
     print("\n  targets:")
     for name, value, ok in targets:
-        print(f"    {_verdict(ok)}  {name:<48} {value}")
+        print(f"    {verdict(ok)}  {name:<48} {value}")
     # The brief times the ingest with answers queued; sending them is reported beside it.
     print(f"    info  answers sent: {share_s:.0%} of baseline, {sent.measurement.rate:,.0f} msg/s "
-          f"(same targets: {_verdict(share_s >= TARGET_SHARE)}, "
-          f"{_verdict(sent.measurement.rate >= TARGET_RATE)})")
+          f"(same targets: {verdict(share_s >= TARGET_SHARE)}, "
+          f"{verdict(sent.measurement.rate >= TARGET_RATE)})")
     return all(ok for _, _, ok in targets)
 
 

@@ -66,13 +66,13 @@ from babel.dates import format_date, format_time
 from common import (  # bench/ is the script folder, so its modules import directly
     BenchError,
     Sink,
-    _rewrite_toml,
-    _slug,
-    _verdict,
     child_failed,
     choose_sink,
     free_port,
+    rewrite_toml,
     run_child,
+    slug,
+    verdict,
 )
 
 from mailer.contacts import read_contacts
@@ -148,7 +148,7 @@ def make_contacts(n: int, seed: int) -> list[dict[str, str]]:
         last = rng.choice(_SURNAMES)
         last = _feminine(last) if female else last
         city = rng.choice(_CITIES)
-        email = f"{_slug(first)[0]}.{_slug(last)}.{i}@um.{_slug(city)}.example.com"
+        email = f"{slug(first)[0]}.{slug(last)}.{i}@um.{slug(city)}.example.com"
         rows.append({"email": email, "imie": first, "nazwisko": last,
                      "stanowisko": rng.choice(_POSITIONS), "miasto": city})
     return rows
@@ -174,7 +174,7 @@ def make_workspace(root: Path, rows: Sequence[dict[str, str]], *, port: int,
     """A campaign folder under `root`: campaign.toml, templates/, the list; returns the toml."""
     root.mkdir(parents=True)
     shutil.copytree(REPO / "templates", root / "templates")
-    text = _rewrite_toml((REPO / "campaign.toml").read_text(encoding="utf-8"), {
+    text = rewrite_toml((REPO / "campaign.toml").read_text(encoding="utf-8"), {
         ("campaign", "recipients"): json.dumps([CSV_NAME]),
         ("smtp", "host"): '"127.0.0.1"',
         ("smtp", "port"): str(port),
@@ -644,7 +644,7 @@ def report(args: argparse.Namespace, sink: str, rows: list[Measurement], eq: Equ
               " the boundary, RFC 2046 §5.1.1); the naive build keeps it. Nothing else differs.")
     print("\n  targets:")
     for name, value, ok in targets:
-        print(f"    {_verdict(ok)}  {name:<44} {value}")
+        print(f"    {verdict(ok)}  {name:<44} {value}")
     return all(ok for _, _, ok in targets)
 
 

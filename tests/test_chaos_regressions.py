@@ -6,25 +6,24 @@ import json
 import signal
 import subprocess
 import sys
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from mailer import watcher as watcher_module
 from mailer.audit import AuditLog
 from mailer.clock import Clock
-from mailer.imap_client import ImapError, ImapInbox
-from mailer.respond import ANSWERS
+from mailer.imap_client import Fetched, ImapError, ImapInbox
+from mailer.models import ANSWERS, INBOUND, REGISTRATIONS
 from mailer.settings import load_settings
 from mailer.store import Store, open_state
-from mailer.watcher import INBOUND, REGISTRATIONS, Watcher
+from mailer.watcher import Watcher
 from tests.test_inbox import ON_TIME, START, answers_to, form, reply, table
 
 
-async def test_link_lost_while_prefetching_keeps_the_batch_whole(
-        inbox_ws: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_link_lost_while_prefetching_keeps_the_batch_whole(inbox_ws: Any) -> None:
     """The IMAP link drops while the next batch is fetched (the current one is understood and
     staged, its raw files being written): after the reconnect every message is recorded with
     its raw .eml on disk, registered and answered once.
@@ -34,26 +33,26 @@ async def test_link_lost_while_prefetching_keeps_the_batch_whole(
     files were made durable before the failure was raised, never discarded.
     """
     ws, sink, server, user = inbox_ws
-    monkeypatch.setattr(watcher_module, "BATCH", 2)
     senders = [f"p{n}@miasto{n}.example.com" for n in range(5)]
     for n, sender in enumerate(senders):
         server.append(user, reply(sender, form(name=f"Osoba Numer{n}", city=f"Miasto{n}")),
                       ON_TIME + timedelta(minutes=n))
-    real_fetch = ImapInbox.fetch
-    fetches = 0
+    fetches = 0  # over every connection the watcher makes
 
-    async def flaky_fetch(self: ImapInbox, uids: Any, *, headers_only: bool = False) -> Any:
-        nonlocal fetches
-        if uids and not headers_only:
-            fetches += 1
-            if fetches == 2:  # the prefetch of the second batch
-                raise ImapError("127.0.0.1: fetch: connection lost")
-        return await real_fetch(self, uids, headers_only=headers_only)
+    class FlakyInbox(ImapInbox):
+        async def fetch(self, uids: Sequence[int], *,
+                        headers_only: bool = False) -> list[Fetched]:
+            nonlocal fetches
+            if uids and not headers_only:
+                fetches += 1
+                if fetches == 2:  # the prefetch of the second batch
+                    raise ImapError("127.0.0.1: fetch: connection lost")
+            return await super().fetch(uids, headers_only=headers_only)
 
-    monkeypatch.setattr(ImapInbox, "fetch", flaky_fetch)
     settings = load_settings(ws.config)
     with open_state(settings.storage, writer=True) as store:
-        watcher = Watcher(settings, store, clock=Clock(START))
+        watcher = Watcher(settings, store, clock=Clock(START), batch=2,
+                          inbox=lambda: FlakyInbox(settings.imap, settings.imap.password()))
         try:
             with pytest.raises(ImapError):
                 await watcher.process_once()
@@ -86,7 +85,7 @@ def test_audit_entries_survive_a_kill(tmp_path: Path) -> None:
 
 
 async def test_a_batch_read_again_after_a_crash_is_logged_as_received_once(
-        inbox_ws: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+        inbox_ws: Any) -> None:
     """The watcher dies after reading a batch, before committing it; the next one reads it
     again. The audit log names each message received once, as the state does."""
     ws, _sink, server, user = inbox_ws
@@ -95,20 +94,18 @@ async def test_a_batch_read_again_after_a_crash_is_logged_as_received_once(
         server.append(user, reply(sender, form(name=f"Osoba Numer{n}", city=f"Miasto{n}")),
                       ON_TIME + timedelta(minutes=n))
     settings = load_settings(ws.config)
-    real_commit = Store.commit
 
-    async def dying_commit(self: Store) -> None:
-        raise SystemExit("killed before the commit")
+    class DyingStore(Store):
+        async def commit(self) -> None:
+            raise SystemExit("killed before the commit")
 
-    monkeypatch.setattr(Store, "commit", dying_commit)
-    store = Store.open(settings.storage, writer=True)
+    store = DyingStore.open(settings.storage, writer=True)
     watcher = Watcher(settings, store, clock=Clock(START), audit=AuditLog(settings.storage))
     with pytest.raises(SystemExit):
         await watcher.process_once()
     await watcher.close()
     store.journal.close()  # what the kernel does at a kill: nothing folded, the lock dropped
     store.lock.release()
-    monkeypatch.setattr(Store, "commit", real_commit)
     with open_state(settings.storage, writer=True) as store:
         audit = AuditLog(settings.storage)
         watcher = Watcher(settings, store, clock=Clock(START), audit=audit)

@@ -12,8 +12,7 @@ from typing import Any
 
 import pytest
 
-from mailer.campaign import SUPPRESSIONS
-from mailer.respond import ANSWERS
+from mailer.models import ANSWERS, SUPPRESSIONS
 from mailer.store import open_state
 from tests.conftest import REPO
 from tests.test_devserver import listening_addresses

@@ -18,12 +18,12 @@ from typing import Any
 
 import pytest
 
-from mailer.campaign import SUPPRESSIONS
+from mailer import reasons
 from mailer.clock import Clock
-from mailer.respond import ANSWERS
+from mailer.models import ANSWERS, INBOUND, REGISTRATIONS, SUPPRESSIONS
 from mailer.settings import load_settings
 from mailer.store import open_state
-from mailer.watcher import INBOUND, REGISTRATIONS, Watcher, WatchReport
+from mailer.watcher import Watcher, WatchReport
 from tests.conftest import SmtpSink, Workspace
 from tests.dovecot import Dovecot
 
@@ -244,7 +244,7 @@ async def test_backlog_before_the_first_start_is_not_answered(inbox_ws: Any) -> 
     server.append(user, reply("old@gdynia.example.com", form()), START - timedelta(days=30))
     await watch_once(ws)
     [inbound] = table(ws, INBOUND)
-    assert inbound["review"] and "before the campaign" in inbound["review"]
+    assert inbound["review"] and "before the campaign" in reasons.english(inbound["review"])
     assert sink.messages == [] and table(ws, REGISTRATIONS) == []
 
 
@@ -327,7 +327,7 @@ async def test_over_size_message_is_kept_as_headers(inbox_ws: Any, make_workspac
     server.append(user, reply("big@gdynia.example.com", form() + "x" * 5000), ON_TIME)
     await watch_once(small)
     [inbound] = table(small, INBOUND)
-    assert inbound["headers_only"] and "over-size" in inbound["review"]
+    assert inbound["headers_only"] and "over-size" in reasons.english(inbound["review"])
     assert inbound["sender"] == "big@gdynia.example.com"
     assert sink.messages == []
 
@@ -440,7 +440,7 @@ async def test_forged_sender_gets_nothing_applied(inbox_ws: Any) -> None:
                                        "mx.example.com; dmarc=fail (p=reject)"}), ON_TIME)
     await watch_once(ws)
     [inbound] = table(ws, INBOUND)
-    assert "not authenticated" in inbound["review"]
+    assert "not authenticated" in reasons.english(inbound["review"])
     assert table(ws, SUPPRESSIONS) == [] and sink.messages == []
 
 

@@ -16,12 +16,12 @@ from typing import Any
 import pytest
 
 from mailer.clock import Clock
+from mailer.models import ANSWERS, INBOUND, REGISTRATIONS
 from mailer.reading.understand import read
 from mailer.reading.workers import Readers
-from mailer.respond import ANSWERS
 from mailer.settings import load_settings
 from mailer.store import open_state
-from mailer.watcher import INBOUND, REGISTRATIONS, Watcher
+from mailer.watcher import Watcher
 from tests.test_inbox import ON_TIME, START, form, reply, table
 
 DATA = Path(__file__).parent / "data"
@@ -125,8 +125,10 @@ async def test_watcher_with_workers_completes_a_form_in_the_same_batch(
     settings = load_settings(ws.config)
     with open_state(settings.storage, writer=True) as store, \
             caplog.at_level(logging.INFO, logger="mailer.reading.workers"):
-        watcher = Watcher(settings, store, clock=Clock(START))
-        watcher.readers.workers, watcher.readers.min_batch = 1, 10
+        readers = Readers(events=settings.events, own_addresses=settings.own_addresses,
+                          authserv_id=settings.answers.trusted_authserv_id, workers=1,
+                          min_batch=10)
+        watcher = Watcher(settings, store, clock=Clock(START), readers=readers)
         try:
             report = await watcher.process_once()
         finally:

@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from mailer.campaign import DELIVERIES, SUPPRESSIONS, CampaignSender, SendReport, Status, plan
+from mailer.campaign import CampaignSender, SendReport, plan
 from mailer.contacts import read_contacts
+from mailer.models import DELIVERIES, SUPPRESSIONS, Status
 from mailer.render import Renderer
 from mailer.settings import load_settings
 from mailer.store import open_state

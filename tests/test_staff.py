@@ -11,7 +11,7 @@ from typing import Any
 
 import openpyxl
 
-from mailer.watcher import REGISTRATIONS
+from mailer.models import REGISTRATIONS
 from tests.conftest import SmtpSink, Workspace
 from tests.dovecot import Dovecot
 from tests.test_inbox import ON_TIME, form, reply, table

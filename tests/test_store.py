@@ -110,7 +110,7 @@ def test_state_is_a_tinydb_database(tmp_path: Path) -> None:
 def test_file_is_read_a_document_at_a_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The fold writes a document per line, and opening reads those lines without parsing
     the whole file (which held the text and every document in memory at once)."""
-    with open_state(tmp_path, writer=True) as store:
+    with Store.open(tmp_path, writer=True) as store:  # the store alone: no version recorded
         store.put_now("meta", "salt", {"value": "x"})
         store.put_now("empty", "gone", {})
         store.stage_delete("empty", "gone")

@@ -28,7 +28,6 @@ from mailer.settings import load_settings
 from mailer.staff import review_queue
 from mailer.store import open_state
 from mailer.web.app import check_bind, create_app, is_loopback
-from mailer.web.views import reason_pl
 from tests.conftest import Workspace
 from tests.dovecot import Dovecot
 from tests.e2e.realrun import ADAM, INCOMPLETE, QUESTION, REQUEST, WEB_NOW, ZOFIA, real_run
@@ -431,5 +430,6 @@ def test_reasons_are_shown_in_polish() -> None:
                          r"address|message|daily|received|own|filled|unsubscribe)\b")
     for reason in reasons | refusals:
         assert reason is not None
-        shown = reason_pl(reason)
-        assert shown != reason and not english.search(shown.split('"')[0]), (reason, shown)
+        shown = reason.polish()
+        assert shown != reason.english(), (reason, shown)
+        assert not english.search(shown.split('"')[0]), (reason, shown)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from mailer.errors import StateError
-from mailer.store import atomic_write
+from mailer.store import atomic_write, write_all
 
 FLUSH_EVERY = 500
 
@@ -64,9 +64,7 @@ class AuditLog:
         try:
             fd = self._open_current()
             try:
-                view = memoryview(data)
-                while view:  # a nearly full disk takes part of a write: the rest raises ENOSPC
-                    view = view[os.write(fd, view):]
+                write_all(fd, data)  # a nearly full disk raises ENOSPC, not a torn line
                 if sync:
                     os.fsync(fd)
             finally:

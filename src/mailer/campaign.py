@@ -13,16 +13,13 @@ from typing import Any
 
 from mailer.audit import AuditLog
 from mailer.contacts import Contact
+from mailer.models import DELIVERIES, META, SUPPRESSIONS, Delivery, DeliveryKind, Status
 from mailer.render import OutgoingMessage, Renderer
 from mailer.settings import Settings
 from mailer.smtp_client import Attempt, Outcome, RateLimiter, SmtpSession
 from mailer.store import Store
 
 log = logging.getLogger(__name__)
-
-DELIVERIES = "deliveries"
-SUPPRESSIONS = "suppressions"
-META = "meta"
 
 
 def salt(store: Store) -> str:
@@ -38,14 +35,6 @@ def person_hash(store: Store, key: str) -> str:
     """What stands for an erased person (RODO): a salted hash of their address key."""
     digest = hashlib.sha256(f"{salt(store)}\0{key}".encode()).hexdigest()
     return f"erased:{digest[:32]}"
-
-
-class Status:
-    """Delivery states as stored (strings, so the JSON stays readable)."""
-
-    SENT = "sent"
-    FAILED = "failed"  # permanent refusal: not retried
-    DEFERRED = "deferred"  # temporary failures used up this run: the next run retries
 
 
 @dataclass
@@ -106,7 +95,7 @@ class CampaignSender:
     """Sends one kind of message to many contacts over `connections` reused SMTP sessions."""
 
     def __init__(self, settings: Settings, renderer: Renderer, store: Store, *,
-                 kind: str = "invitation", template: str | None = None,
+                 kind: str = DeliveryKind.INVITATION, template: str | None = None,
                  now: Callable[[], datetime] = lambda: datetime.now(UTC),
                  on_progress: Callable[[SendReport], None] | None = None,
                  retry_delay: float = 2.0, audit: AuditLog | None = None,
@@ -139,9 +128,7 @@ class CampaignSender:
         for contact in contacts:
             self._queue.put_nowait(_Job(contact))
         self._open = len(contacts)
-        password = self.settings.smtp.password()
-        sessions = [SmtpSession(self.settings.smtp, envelope_from=self.settings.envelope_from,
-                                password=password)
+        sessions = [SmtpSession.from_settings(self.settings)
                     for _ in range(min(self.settings.smtp.connections, len(contacts)))]
         workers = [asyncio.create_task(self._work(s)) for s in sessions]
         finished: asyncio.Task[bool] = asyncio.create_task(self._finished.wait())
@@ -218,17 +205,17 @@ class CampaignSender:
             asyncio.get_running_loop().call_later(pause, self._resume.set)
         self._retry_later(job, 0)
 
-    async def _record(self, job: _Job, status: str, attempt: Attempt) -> None:
+    async def _record(self, job: _Job, status: Status, attempt: Attempt) -> None:
         assert job.message is not None
         key = delivery_key(self.kind, job.contact.key)
-        doc = {
+        doc: Delivery = {
             "key": key, "kind": self.kind, "email": job.contact.email,
             "contact": job.contact.key, "status": status,
             "message_id": job.message.message_id, "at": self.now().isoformat(),
             "attempts": job.attempts, "code": attempt.code, "reply": attempt.text,
             "source": job.contact.source,
         }
-        await self.store.put(DELIVERIES, key, doc)
+        await self.store.put(DELIVERIES, key, dict(doc))  # the store takes plain dicts
         if self.audit:
             self.audit.record("send", kind=self.kind, to=job.contact.email, status=status,
                               message_id=job.message.message_id, code=attempt.code)

@@ -1,4 +1,4 @@
-"""The current time, or the rehearsal clock of $MAILER_NOW (SPEC §9)."""
+"""The current time, or the rehearsal clock of $MAILER_NOW ."""
 
 from __future__ import annotations
 

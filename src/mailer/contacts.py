@@ -22,7 +22,7 @@ __all__ = ["Contact", "ContactList", "Problem", "normalize_key", "read_contacts"
 
 logger = logging.getLogger(__name__)
 
-# Header names (lower-cased, whitespace → "_") that hold the address (SPEC §4).
+# Header names (lower-cased, whitespace → "_") that hold the address.
 EMAIL_HEADERS = frozenset({"email", "e-mail", "adres_e-mail"})
 _EXPECTED = 'expected a header with "email" (or "e-mail", "adres e-mail")'
 _DELIMITERS = (";", ",")
@@ -92,7 +92,7 @@ def normalize_key(address: str) -> str:
 
     A valid address is first normalised by email-validator (domain lower-cased, IDNA decoded, so
     `x@xn--d-uga0v4h.pl` and `X@ŁÓDŹ.pl` meet); an invalid one is only stripped. Then casefolded:
-    every mail system in practice treats the local part case-insensitively (SPEC §4).
+    every mail system in practice treats the local part case-insensitively.
     """
     address = address.strip()
     with contextlib.suppress(EmailNotValidError):
@@ -101,7 +101,7 @@ def normalize_key(address: str) -> str:
 
 
 def read_contacts(paths: Sequence[Path]) -> ContactList:
-    """Read CSV contact lists (SPEC §4) into one list, unique by `normalize_key`, in file order.
+    """Read CSV contact lists into one list, unique by `normalize_key`, in file order.
 
     Each file needs a header row with an e-mail column (`email`, `e-mail` or `adres e-mail`, any
     case); it is stored in `fields` as "email", other columns lower-cased with whitespace → "_"

@@ -12,19 +12,26 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from mailer.campaign import DELIVERIES, SUPPRESSIONS
 from mailer.clock import Clock
 from mailer.contacts import Contact
+from mailer.models import (
+    ANSWERS,
+    DELIVERIES,
+    REGISTRATIONS,
+    SUPPRESSIONS,
+    AnswerStatus,
+    DeliveryKind,
+    InvitationMatch,
+    RegistrationStatus,
+    Suppression,
+    SuppressionReason,
+)
 from mailer.reading.classify import Kind
 from mailer.reading.understand import Reading
-from mailer.respond import ANSWERS, AnswerStatus
 from mailer.settings import Settings
 from mailer.store import Doc, Store
 
 log = logging.getLogger(__name__)
-
-INBOUND = "inbound"
-REGISTRATIONS = "registrations"
 
 
 @dataclass
@@ -52,7 +59,7 @@ class _Index:
         known = self.registrations_by_sender.get(sender, ())
         if key not in known:
             self.registrations_by_sender[sender] = (*known, key)
-        if doc.get("status") == "incomplete":
+        if doc.get("status") == RegistrationStatus.INCOMPLETE:
             self.incomplete_by_sender[sender] = key
             for message in doc.get("messages", []):
                 self.incomplete_by_message[message] = key
@@ -85,7 +92,7 @@ class Ledger:
                     if index.answer_inbound.get(r) in index.incomplete_by_message), None)
         key = key or index.incomplete_by_sender.get(sender)
         doc = self.store.get(REGISTRATIONS, key) if key else None
-        if doc is None or doc.get("status") != "incomplete":
+        if doc is None or doc.get("status") != RegistrationStatus.INCOMPLETE:
             return None
         return dict(doc.get("values", {}))
 
@@ -102,13 +109,13 @@ class Ledger:
         if reading.kind is Kind.REGISTRATION:
             return {"registrations": self._register(reading)}
         if reading.kind is Kind.UNSUBSCRIBE:
-            self._suppress(reading.sender, "unsubscribed", reading.key)
+            self._suppress(reading.sender, SuppressionReason.UNSUBSCRIBED, reading.key)
             return {"suppressed": [reading.sender]}
         if reading.kind is Kind.CANCELLATION:
             return self._cancel(reading)
         if reading.kind is Kind.BOUNCE:
             for address in reading.classification.bounced:
-                self._suppress(address, "bounced", reading.key)
+                self._suppress(address, SuppressionReason.BOUNCED, reading.key)
                 self._mark_bounced(address, reading.key)
             return {"suppressed": list(reading.classification.bounced)}
         return {}
@@ -122,14 +129,16 @@ class Ledger:
             if self._over_registrant_limit(reading.sender, key):
                 continue
             old = self.store.get(REGISTRATIONS, key)
-            events = dict(old["events"]) if old and old.get("status") != "cancelled" else {}
+            was_cancelled = old and old.get("status") == RegistrationStatus.CANCELLED
+            events = dict(old["events"]) if old and not was_cancelled else {}
             events.update({e: str(s) for e, s in statuses.items()})
             doc: Doc = {
                 "email": registrant.email, "name": registrant.name,
                 "position": registrant.position, "city": registrant.city,
                 "phone": registrant.phone, "events": events,
                 "requested": list(registrant.events),
-                "status": "complete" if registrant.complete else "incomplete",
+                "status": RegistrationStatus.COMPLETE if registrant.complete
+                else RegistrationStatus.INCOMPLETE,
                 "problems": [{"field": p.field, "message": p.message}
                              for p in registrant.problems],
                 "warnings": [p.message for p in registrant.warnings],
@@ -157,8 +166,8 @@ class Ledger:
     def _supersede(self, sender: str, key: str) -> None:
         """An incomplete form kept under the sender's address, now completed under another."""
         old = self.store.get(REGISTRATIONS, sender)
-        if sender != key and old and old.get("status") == "incomplete":
-            self._stage_registration(sender, {**old, "status": "superseded",
+        if sender != key and old and old.get("status") == RegistrationStatus.INCOMPLETE:
+            self._stage_registration(sender, {**old, "status": RegistrationStatus.SUPERSEDED,
                                               "superseded_by": key})
 
     def _stage_registration(self, key: str, doc: Doc) -> None:
@@ -171,26 +180,28 @@ class Ledger:
         candidates = {reading.sender, *self.index.registrations_by_sender.get(reading.sender, ())}
         for key in sorted(candidates):
             doc = self.store.get(REGISTRATIONS, key)
-            if doc and doc.get("status") in ("complete", "incomplete"):
+            if doc and doc.get("status") in (RegistrationStatus.COMPLETE,
+                                             RegistrationStatus.INCOMPLETE):
                 cancelled += [e for e in doc["events"] if e not in cancelled]
                 self._stage_registration(doc["key"], {
-                    **doc, "status": "cancelled", "history": _history(doc),
+                    **doc, "status": RegistrationStatus.CANCELLED, "history": _history(doc),
                     "messages": [*doc.get("messages", []), reading.key],
                     "updated": self.clock.now().isoformat()})
                 keys.append(doc["key"])
         return {"cancelled": cancelled, "registrations": keys}
 
-    def _suppress(self, address: str, reason: str, message_key: str) -> None:
-        self.store.stage(SUPPRESSIONS, address.lower(), {
-            "reason": reason, "message": message_key, "at": self.clock.now().isoformat()})
+    def _suppress(self, address: str, reason: SuppressionReason, message_key: str) -> None:
+        doc: Suppression = {"reason": reason, "message": message_key,
+                            "at": self.clock.now().isoformat()}
+        self.store.stage(SUPPRESSIONS, address.lower(), dict(doc))  # the store takes plain dicts
 
     def _mark_bounced(self, address: str, message_key: str) -> None:
-        delivery = self.store.get(DELIVERIES, f"invitation:{address.lower()}")
+        delivery = self.store.get(DELIVERIES, f"{DeliveryKind.INVITATION}:{address.lower()}")
         if delivery:
             self.store.stage(DELIVERIES, delivery["key"], {**delivery, "bounced": message_key})
 
-    def match_invitation(self, reading: Reading) -> dict[str, Any] | None:
-        """SPEC §7: our Message-ID in the thread → that contact; else the address; else domain."""
+    def match_invitation(self, reading: Reading) -> InvitationMatch | None:
+        """The contact invited: by our Message-ID in the thread, else the address, else domain."""
         for ref in reading.refs:
             if ref in self.by_message_id:
                 return _invited(self.contacts.get(self.by_message_id[ref]),
@@ -209,7 +220,7 @@ def _values_of(registrant: Any) -> dict[str, str]:
 
 
 def _history(old: Doc | None) -> list[Doc]:
-    """Earlier versions of a registration, newest last (SPEC §7: history kept)."""
+    """Earlier versions of a registration, newest last (history is kept)."""
     if not old:
         return []
     return [*old.get("history", []), {k: v for k, v in old.items() if k != "history"}]
@@ -224,7 +235,7 @@ def _index_contacts(contacts: Sequence[Contact]) -> dict[str, Contact]:
     return index
 
 
-def _invited(contact: Contact | None, by: str) -> dict[str, Any] | None:
+def _invited(contact: Contact | None, by: str) -> InvitationMatch | None:
     if contact is None:
         return None
     return {"contact": contact.key, "city": contact.fields.get("miasto", ""), "by": by}

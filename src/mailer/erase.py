@@ -9,10 +9,18 @@ from datetime import datetime
 from pathlib import Path
 
 from mailer.audit import AuditLog
-from mailer.campaign import DELIVERIES, SUPPRESSIONS, person_hash
+from mailer.campaign import person_hash
 from mailer.contacts import normalize_key
-from mailer.effects import INBOUND, REGISTRATIONS
-from mailer.respond import ANSWERS
+from mailer.models import (
+    ANSWERS,
+    DELIVERIES,
+    INBOUND,
+    REGISTRATIONS,
+    SUPPRESSIONS,
+    DeliveryKind,
+    Suppression,
+    SuppressionReason,
+)
 from mailer.store import Doc, Store, fsync_dir
 
 log = logging.getLogger(__name__)
@@ -53,7 +61,8 @@ def forget(store: Store, audit: AuditLog, address: str, *, now: datetime,
     _anonymise_deliveries(store, key, erasure.subject)
     store.stage_delete(SUPPRESSIONS, key)
     if suppress:
-        store.stage(SUPPRESSIONS, erasure.subject, {"reason": "erased", "at": now.isoformat()})
+        suppression: Suppression = {"reason": SuppressionReason.ERASED, "at": now.isoformat()}
+        store.stage(SUPPRESSIONS, erasure.subject, dict(suppression))  # the store takes dicts
     erasure.documents = store.staged
     store.commit_now()
     store.fold()  # rewrite TinyDB without the data and empty the journal that held it
@@ -73,7 +82,7 @@ def _anonymise_deliveries(store: Store, key: str, subject: str) -> None:
     for doc in store.all(DELIVERIES):
         if doc.get("contact") == key:
             store.stage_delete(DELIVERIES, doc["key"])
-            kind = doc.get("kind", "invitation")
+            kind = doc.get("kind", DeliveryKind.INVITATION)
             store.stage(DELIVERIES, f"{kind}:{subject}", {
                 "kind": kind, "contact": subject, "status": doc.get("status"),
                 "at": doc.get("at"), "erased": True})

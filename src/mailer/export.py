@@ -1,4 +1,4 @@
-"""Registrations for staff: the JSON of SPEC §9, CSV for Polish Excel, XLSX with typed cells."""
+"""Registrations for staff: JSON (one object each), CSV for Polish Excel, XLSX with typed cells."""
 
 from __future__ import annotations
 
@@ -16,11 +16,10 @@ from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.worksheet import Worksheet
 
 from mailer.audit import AuditLog
-from mailer.effects import REGISTRATIONS
+from mailer.models import CURRENT_STATUSES, REGISTRATIONS
 from mailer.settings import Event
 from mailer.store import Store
 
-STATUSES = ("complete", "incomplete", "cancelled")  # "superseded" lives on in history
 FIELDS = ("name", "position", "city", "email", "phone")
 HEADERS_PL = {"id": "Id", "name": "Imię i nazwisko", "position": "Stanowisko",
               "city": "Miasto / urząd", "email": "E-mail", "phone": "Telefon",
@@ -29,10 +28,10 @@ HEADERS_PL = {"id": "Id", "name": "Imię i nazwisko", "position": "Stanowisko",
 
 def registration_records(store: Store, *, event: str | None = None,
                          status: str | None = None) -> list[dict[str, Any]]:
-    """Current registrations as SPEC §9 objects, filtered, oldest first."""
+    """Current registrations as JSON-ready objects, filtered, oldest first."""
     records = []
     for doc in store.all(REGISTRATIONS):
-        if doc.get("status") not in STATUSES or (status and doc.get("status") != status):
+        if doc.get("status") not in CURRENT_STATUSES or (status and doc.get("status") != status):
             continue
         if event and event not in doc.get("events", {}) and event not in doc.get("requested", []):
             continue

@@ -6,14 +6,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from mailer.campaign import DELIVERIES, Status
 from mailer.contacts import Contact
-from mailer.effects import REGISTRATIONS
+from mailer.models import DELIVERIES, REGISTRATIONS, DeliveryKind, RegistrationStatus, Status
 from mailer.reading.parse import fold
 from mailer.settings import Event
 from mailer.store import Store
-
-REMINDER = "reminder"
 
 
 @dataclass(frozen=True)
@@ -26,7 +23,7 @@ class ReminderGroup:
     @property
     def kind(self) -> str:
         """The delivery kind; its event ids make "once per contact per event" checkable."""
-        return f"{REMINDER}:" + "+".join(e.id for e in self.events)
+        return f"{DeliveryKind.REMINDER}:" + "+".join(e.id for e in self.events)
 
 
 def city_of(contact: Contact) -> str:
@@ -42,7 +39,7 @@ def registered_cities(store: Store) -> dict[str, set[str]]:
     """
     cities: dict[str, set[str]] = {}
     for doc in store.all(REGISTRATIONS):
-        if doc.get("status") != "complete":
+        if doc.get("status") != RegistrationStatus.COMPLETE:
             continue
         names = {fold(doc.get("city") or "").strip()}
         if doc.get("invitation"):
@@ -57,7 +54,8 @@ def reminded_events(store: Store) -> dict[str, set[str]]:
     done: dict[str, set[str]] = {}
     for doc in store.all(DELIVERIES):
         kind = str(doc.get("kind", ""))
-        if kind.startswith(f"{REMINDER}:") and doc.get("status") in (Status.SENT, Status.FAILED):
+        reminder = kind.startswith(f"{DeliveryKind.REMINDER}:")
+        if reminder and doc.get("status") in (Status.SENT, Status.FAILED):
             done.setdefault(doc["contact"], set()).update(kind.partition(":")[2].split("+"))
     return done
 
@@ -69,7 +67,7 @@ def plan_reminders(contacts: Iterable[Contact], store: Store, events: Sequence[E
     registered = registered_cities(store)
     reminded = reminded_events(store)
     invited = {d["contact"] for d in store.all(DELIVERIES)
-               if d.get("kind") == "invitation" and d.get("status") == Status.SENT
+               if d.get("kind") == DeliveryKind.INVITATION and d.get("status") == Status.SENT
                and not d.get("bounced")}
     groups: dict[tuple[str, ...], list[Contact]] = {}
     for contact in contacts:

@@ -20,6 +20,7 @@ from babel.dates import format_date, format_time
 
 from mailer.contacts import Contact
 from mailer.errors import ConfigError
+from mailer.models import DeliveryKind
 from mailer.settings import Settings
 
 # An encoded-word may be 75 characters long (RFC 2047 §2) and a line should stay within 78
@@ -314,7 +315,7 @@ class Renderer:
         return f"<{secrets.token_hex(16)}.{kind}@{self.domain}>"
 
     def invitation(self, contact: Contact, *, template: str | None = None,
-                   message_id: str | None = None, kind: str = "invitation",
+                   message_id: str | None = None, kind: str = DeliveryKind.INVITATION,
                    extra: Mapping[str, Any] | None = None) -> OutgoingMessage:
         """The personalised invitation (or reminder) for one contact."""
         name = template or self.settings.campaign.template

@@ -7,12 +7,22 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from mailer.campaign import DELIVERIES, SUPPRESSIONS, Status, delivery_key
+from mailer.campaign import delivery_key
 from mailer.contacts import Contact
-from mailer.effects import INBOUND, REGISTRATIONS
+from mailer.models import (
+    CURRENT_STATUSES,
+    DELIVERIES,
+    INBOUND,
+    REGISTRATIONS,
+    SUPPRESSIONS,
+    DeliveryKind,
+    RegistrationStatus,
+    Status,
+    SuppressionReason,
+)
+from mailer.reading.classify import Kind
+from mailer.reading.decide import EventStatus
 from mailer.store import Doc, Store
-
-SHOWN_STATUSES = ("complete", "incomplete", "cancelled")  # "superseded" lives on in history
 
 
 class CityStatus(StrEnum):
@@ -77,7 +87,7 @@ def registration_rows(store: Store) -> list[RegistrationRow]:
             status=doc.get("status", ""), received=doc.get("received", ""),
             invited_city=(doc.get("invitation") or {}).get("city", ""),
         )
-        for doc in store.all(REGISTRATIONS) if doc.get("status") in SHOWN_STATUSES
+        for doc in store.all(REGISTRATIONS) if doc.get("status") in CURRENT_STATUSES
     ]
     return sorted(rows, key=lambda r: (r.invited_city or r.city, r.name))
 
@@ -95,22 +105,24 @@ def city_status(contacts: Sequence[Contact], store: Store) -> list[CityRow]:
         row = rows.setdefault(city_of(contact), CityRow(city_of(contact)))
         row.contacts += 1
         by_contact[contact.key] = row
-        _count_delivery(row, store.get(DELIVERIES, delivery_key("invitation", contact.key)))
+        invitation = delivery_key(DeliveryKind.INVITATION, contact.key)
+        _count_delivery(row, store.get(DELIVERIES, invitation))
         suppression = store.get(SUPPRESSIONS, contact.key)
-        row.unsubscribed += bool(suppression and suppression.get("reason") == "unsubscribed")
+        row.unsubscribed += bool(suppression
+                                 and suppression.get("reason") == SuppressionReason.UNSUBSCRIBED)
     for doc in store.all(REGISTRATIONS):
         if matched := by_contact.get(_invited_contact(doc)):
             _count_registration(matched, doc)
     for doc in store.all(INBOUND):
         if matched := by_contact.get(_invited_contact(doc)):
-            matched.auto_replies += doc.get("kind") == "auto_reply"
+            matched.auto_replies += doc.get("kind") == Kind.AUTO_REPLY
     for row in rows.values():
         row.status = _status(row)
     return list(rows.values())
 
 
 def _invited_contact(doc: Doc) -> str:
-    """The invited contact the watcher matched a message or registration to (SPEC §7)."""
+    """The invited contact the watcher matched a message or registration to."""
     return str((doc.get("invitation") or {}).get("contact", ""))
 
 
@@ -125,20 +137,20 @@ def _count_delivery(row: CityRow, delivery: Doc | None) -> None:
 
 def _count_registration(row: CityRow, doc: Doc) -> None:
     status = doc.get("status")
-    if status == "complete":
+    if status == RegistrationStatus.COMPLETE:
         row.registered += 1
         for event, standing in (doc.get("events") or {}).items():
             row.people_per_event[event] = row.people_per_event.get(event, 0) + 1
-            if row.events.get(event) != "confirmed":
+            if row.events.get(event) != EventStatus.CONFIRMED:
                 row.events[event] = standing
-    elif status == "incomplete":
+    elif status == RegistrationStatus.INCOMPLETE:
         row.incomplete += 1
-    elif status == "cancelled":
+    elif status == RegistrationStatus.CANCELLED:
         row.cancelled += 1
 
 
 def _status(row: CityRow) -> CityStatus:
-    if "confirmed" in row.events.values():
+    if EventStatus.CONFIRMED in row.events.values():
         return CityStatus.REGISTERED
     if row.registered:
         return CityStatus.LATE

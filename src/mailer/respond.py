@@ -6,10 +6,9 @@ import hashlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
 
 from mailer.audit import AuditLog
-from mailer.campaign import SUPPRESSIONS
+from mailer.models import ANSWERS, SUPPRESSIONS, AnswerRegistrant, AnswerStatus
 from mailer.reading.decide import Answer, EventStatus
 from mailer.reading.understand import Reading, reply_subject
 from mailer.render import OutgoingMessage, Renderer
@@ -19,16 +18,6 @@ from mailer.store import Doc, Store
 
 log = logging.getLogger(__name__)
 
-ANSWERS = "answers"
-
-
-class AnswerStatus:
-    """Outbox states."""
-
-    PENDING = "pending"  # recorded, not yet accepted by the SMTP server
-    SENT = "sent"
-    FAILED = "failed"  # refused permanently (5xx)
-
 
 def answer_message_id(inbound_key: str, domain: str) -> str:
     """The same answer always gets the same id, so a resend after a crash is recognisable."""
@@ -36,9 +25,9 @@ def answer_message_id(inbound_key: str, domain: str) -> str:
     return f"<{digest}.answer@{domain}>"
 
 
-def registrant_context(reading: Reading) -> list[dict[str, Any]]:
+def registrant_context(reading: Reading) -> list[AnswerRegistrant]:
     """What the answer templates show of each registrant (event ids, resolved at render)."""
-    people = []
+    people: list[AnswerRegistrant] = []
     statuses: Sequence[Mapping[str, EventStatus]] = (
         reading.decision.statuses if reading.decision else [])
     for index, person in enumerate(reading.registrants):

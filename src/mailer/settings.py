@@ -131,6 +131,13 @@ class Settings:
         """MAIL FROM: so that bounces reach the inbox the watcher reads."""
         return self.smtp.envelope_from or self.campaign.reply_to
 
+    @property
+    def own_addresses(self) -> frozenset[str]:
+        """Our addresses, lower-cased: a message from one of them is never answered (a loop)."""
+        campaign = self.campaign
+        return frozenset(a.lower() for a in (campaign.reply_to, campaign.sender_address,
+                                             self.envelope_from) if a)
+
     def event(self, event_id: str) -> Event:
         """The event with that id, or a ConfigError naming the known ids."""
         for event in self.events:

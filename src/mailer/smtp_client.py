@@ -15,7 +15,7 @@ import aiosmtplib
 from aiosmtplib.typing import SMTPStatus
 
 from mailer.errors import DeliveryError
-from mailer.settings import SmtpSettings
+from mailer.settings import Settings, SmtpSettings
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,12 @@ class SmtpSession:
         self._password = password
         self._local_hostname = local_hostname
         self.client: aiosmtplib.SMTP | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SmtpSession:
+        """The campaign's session: [smtp], its MAIL FROM, the password from the environment."""
+        return cls(settings.smtp, envelope_from=settings.envelope_from,
+                   password=settings.smtp.password())
 
     def __repr__(self) -> str:  # never the password (STYLE rule 5)
         return f"SmtpSession({self.settings.host}:{self.settings.port})"

@@ -8,16 +8,27 @@ from pathlib import Path
 from typing import Any
 
 from mailer.audit import AuditLog
-from mailer.campaign import DELIVERIES
 from mailer.clock import Clock
 from mailer.contacts import normalize_key, read_contacts
-from mailer.effects import INBOUND, REGISTRATIONS, Ledger
+from mailer.effects import Ledger
 from mailer.errors import MailerError
+from mailer.models import (
+    ANSWERS,
+    CURRENT_STATUSES,
+    DELIVERIES,
+    INBOUND,
+    REGISTRATIONS,
+    AnswerStatus,
+    RegistrationStatus,
+    Resolution,
+    ReviewResolution,
+    Status,
+)
 from mailer.reading.classify import Classification, Kind
-from mailer.reading.decide import decide_registration
+from mailer.reading.decide import EventStatus, decide_registration
 from mailer.reading.understand import understand
 from mailer.reading.validate import validate_draft
-from mailer.respond import ANSWERS
+from mailer.reasons import Code, Reason
 from mailer.settings import Settings
 from mailer.store import Doc, Store
 
@@ -71,10 +82,11 @@ def mark_handled(store: Store, audit: AuditLog, key: str, *, now: datetime,
                  note: str = "") -> Doc:
     """Close a review item without changing anything else; the audit log says who and when."""
     doc = _waiting(store, key)
-    resolution = {"how": "handled", "by": audit.actor, "at": now.isoformat(), "note": note}
+    resolution: ReviewResolution = {"how": Resolution.HANDLED, "by": audit.actor,
+                                    "at": now.isoformat(), "note": note}
     store.stage(INBOUND, doc["key"], {**doc, "resolved": resolution})
     store.commit_now()
-    audit.record("review", at=now, message=doc["key"], how="handled", note=note)
+    audit.record("review", at=now, message=doc["key"], how=Resolution.HANDLED, note=note)
     audit.flush()
     return doc
 
@@ -95,18 +107,19 @@ def register_by_hand(store: Store, audit: AuditLog, settings: Settings, key: str
         problems = "; ".join(f"{p.field}: {p.message}" for p in registrant.problems)
         raise MailerError(f"the fields given are not complete: {problems}")
     reading = replace(
-        reading, classification=Classification(Kind.REGISTRATION, "registered by hand"),
+        reading, classification=Classification(Kind.REGISTRATION, Reason.of(Code.BY_HAND)),
         registrants=(registrant,),
         decision=decide_registration([registrant], received, settings.events))
     ledger = Ledger(settings, store, clock=clock,
                     contacts=read_contacts(settings.campaign.recipients).contacts)
     effects: dict[str, Any] = ledger.apply(reading)
     now = clock.now()
-    resolution = {"how": "registered", "by": audit.actor, "at": now.isoformat(),
-                  "registrations": effects.get("registrations", [])}
+    resolution: ReviewResolution = {"how": Resolution.REGISTERED, "by": audit.actor,
+                                    "at": now.isoformat(),
+                                    "registrations": effects.get("registrations", [])}
     store.stage(INBOUND, doc["key"], {**doc, "resolved": resolution})
     store.commit_now()
-    audit.record("review", at=now, message=doc["key"], how="registered",
+    audit.record("review", at=now, message=doc["key"], how=Resolution.REGISTERED,
                  registrations=resolution["registrations"])
     audit.flush()
     return doc
@@ -117,25 +130,25 @@ def campaign_counts(store: Store, settings: Settings) -> dict[str, Any]:
     deliveries: dict[str, int] = {}
     for doc in store.all(DELIVERIES):
         kind = str(doc.get("kind", "")).partition(":")[0]
-        status = "bounced" if doc.get("bounced") else str(doc.get("status"))
+        status = Status.BOUNCED if doc.get("bounced") else str(doc.get("status"))
         deliveries[f"{kind} {status}"] = deliveries.get(f"{kind} {status}", 0) + 1
     inbound: dict[str, int] = {}
     for doc in store.all(INBOUND):
         inbound[doc.get("kind", "")] = inbound.get(doc.get("kind", ""), 0) + 1
-    events = {e.id: {"confirmed": 0, "late": 0} for e in settings.events}
-    people = {"complete": 0, "incomplete": 0, "cancelled": 0}
+    events = {e.id: dict.fromkeys(EventStatus, 0) for e in settings.events}
+    people = dict.fromkeys(CURRENT_STATUSES, 0)
     for doc in store.all(REGISTRATIONS):
         if doc.get("status") in people:
             people[doc["status"]] += 1
-        if doc.get("status") == "complete":
+        if doc.get("status") == RegistrationStatus.COMPLETE:
             for event_id, standing in doc.get("events", {}).items():
-                events.setdefault(event_id, {"confirmed": 0, "late": 0})[standing] += 1
+                events.setdefault(event_id, dict.fromkeys(EventStatus, 0))[standing] += 1
     answers = [d for d in store.all(ANSWERS)]
     return {
         "campaign": settings.campaign.name, "deliveries": deliveries, "inbound": inbound,
         "registrations": people, "events": events,
-        "answers_sent": sum(1 for a in answers if a.get("status") == "sent"),
-        "answers_pending": sum(1 for a in answers if a.get("status") == "pending"),
+        "answers_sent": sum(1 for a in answers if a.get("status") == AnswerStatus.SENT),
+        "answers_pending": sum(1 for a in answers if a.get("status") == AnswerStatus.PENDING),
         "review": len(review_queue(store)),
     }
 

@@ -1,6 +1,6 @@
 """State under `storage.path`: TinyDB tables, an fsync'd journal in front of them, one writer.
 
-TinyDB rewrites its whole file on every write (SPEC §8), so per-message facts go first to an
+TinyDB rewrites its whole file on every write, so per-message facts go first to an
 append-only journal (one JSON line each, group-committed with one fsync for all the lines
 that arrived meanwhile) and are folded into TinyDB in one atomic write at the end of a run or
 when the journal grows. Readers merge both, so they see the state while a writer runs.
@@ -30,6 +30,7 @@ from typing import Any
 from tinydb.storages import Storage
 
 from mailer.errors import StateError, StateLockedError
+from mailer.migrate import migrate, record_version
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +126,17 @@ def tinydb_file(tables: Mapping[str, Mapping[str, Raw]]) -> Iterator[bytes]:
 
 def _json_bytes(value: str) -> bytes:
     return json.dumps(value, ensure_ascii=False).encode("utf-8")
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write every byte of `data` to `fd`, looping over short writes.
+
+    A nearly full disk takes part of a write and says so only by the count: the loop makes
+    the ENOSPC that follows raise instead of a torn record passing for a whole one.
+    """
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def fsync_dir(folder: Path) -> None:
@@ -244,11 +256,9 @@ class Journal:
         assert self.fd is not None, "journal not opened for append"
         before = os.lseek(self.fd, 0, os.SEEK_END)
         try:
-            # A nearly full disk takes part of a write and says so only by the count: loop, so
-            # the ENOSPC that follows cuts the torn record off instead of acknowledging it.
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self.fd, view):]
+            # A torn write ends in ENOSPC from write_all: the torn record is cut off below
+            # instead of acknowledged.
+            write_all(self.fd, data)
             os.fsync(self.fd)
         except OSError as err:
             with contextlib.suppress(OSError):
@@ -526,6 +536,10 @@ def open_state(folder: Path, *, writer: bool) -> Iterator[Store]:
     """`with open_state(path, writer=True) as store:` — folds and unlocks on exit."""
     store = Store.open(folder, writer=writer)
     try:
+        if writer:
+            migrate(store)
         yield store
+        if writer:
+            record_version(store)
     finally:
         store.close()

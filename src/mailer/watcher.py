@@ -8,37 +8,35 @@ import logging
 import os
 import random
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from mailer.audit import AuditLog
-from mailer.campaign import DELIVERIES, META
 from mailer.clock import Clock
 from mailer.contacts import read_contacts
-from mailer.effects import INBOUND, REGISTRATIONS, Ledger
+from mailer.effects import Ledger
 from mailer.errors import StateError
 from mailer.imap_client import Fetched, ImapAuthError, ImapError, ImapInbox
+from mailer.models import ANSWERS, DELIVERIES, INBOUND, MAILBOX, META, DeliveryKind, Status
 from mailer.reading.classify import Kind
 from mailer.reading.decide import answer_allowed
 from mailer.reading.understand import Reading, answer_template, complete, reading_json
 from mailer.reading.workers import Readers
+from mailer.reasons import Code, Reason
 from mailer.render import Renderer
-from mailer.respond import ANSWERS, answer_doc, flush_outbox
+from mailer.respond import answer_doc, flush_outbox
 from mailer.settings import Settings
 from mailer.smtp_client import SmtpSession
-from mailer.store import Doc, Store, fsync_dir
+from mailer.store import Doc, Store, fsync_dir, write_all
 
 log = logging.getLogger(__name__)
 
-# The table names are re-exported: staff code reads them from here.
-__all__ = ["INBOUND", "MAILBOX", "REGISTRATIONS", "WatchReport", "Watcher"]
-
-MAILBOX = "mailbox"
-BATCH = 100
+BATCH = 100  # messages recorded per journal line
 SYNC_THREADS = 16  # raw messages fsync'd at once at the end of a batch
 
 
@@ -61,34 +59,41 @@ class Watcher:
     """Reads the inbox into the store and answers; `process_once` is one complete pass."""
 
     def __init__(self, settings: Settings, store: Store, *, clock: Clock,
-                 audit: AuditLog | None = None, imap_timeout: float = 30.0) -> None:
+                 audit: AuditLog | None = None, inbox: Callable[[], ImapInbox] | None = None,
+                 smtp: SmtpSession | None = None, readers: Readers | None = None,
+                 batch: int = BATCH, imap_timeout: float = 30.0) -> None:
+        """Each client defaults to the one `settings` describe; the watcher closes them.
+
+        `inbox` makes a new IMAP connection, called again after one is lost (a lost
+        `ImapInbox` is not reused); `imap_timeout` (seconds an IMAP command may go
+        unanswered) is the default inbox's. `smtp` sends the answers, `readers` read the
+        messages, `batch` messages are recorded per journal line.
+        """
         self.settings = settings
-        self.imap_timeout = imap_timeout  # seconds an IMAP command may go unanswered
         self.store = store
         self.clock = clock
         self.audit = audit
         # "receive" audit entries of the batch being read, written once it is committed.
         self._receipts: list[dict[str, Any]] = []
         self.renderer = Renderer(settings, now=clock.now())
-        self.inbox: ImapInbox | None = None
-        self.smtp = SmtpSession(settings.smtp, envelope_from=settings.envelope_from,
-                                password=settings.smtp.password())
-        self._imap_password = settings.imap.password()
-        campaign = settings.campaign
-        self.own = {a.lower() for a in (campaign.reply_to, campaign.sender_address,
-                                        settings.envelope_from) if a}
+        self.inbox: ImapInbox | None = None  # the current connection
+        self.smtp = smtp or SmtpSession.from_settings(settings)
+        self._new_inbox = inbox or partial(ImapInbox, settings.imap, settings.imap.password(),
+                                           timeout=imap_timeout)
+        self.batch = batch
+        self.own = settings.own_addresses
         self.messages_dir = settings.storage / "messages"
         self.raw_files = _RawFiles(self.messages_dir)
         self.ledger = Ledger(settings, store, clock=clock,
-                             contacts=read_contacts(campaign.recipients).contacts)
+                             contacts=read_contacts(settings.campaign.recipients).contacts)
         self.watermark = self._watermark()
-        self.readers = Readers(events=settings.events, own_addresses=self.own,
-                               authserv_id=settings.answers.trusted_authserv_id)
+        self.readers = readers or Readers(events=settings.events, own_addresses=self.own,
+                                          authserv_id=settings.answers.trusted_authserv_id)
 
     def _watermark(self) -> datetime:
-        """SPEC §7: nothing received before the first send (or the first start) is answered."""
+        """Nothing received before the first send (or the first start) is answered."""
         sent = [d["at"] for d in self.store.iter(DELIVERIES)
-                if d.get("kind") == "invitation" and d.get("status") == "sent"]
+                if d.get("kind") == DeliveryKind.INVITATION and d.get("status") == Status.SENT]
         if sent:
             return datetime.fromisoformat(min(sent))
         first = self.store.get(META, "watcher_first_start")
@@ -111,7 +116,8 @@ class Watcher:
                         "messages already seen are recognised by content",
                         self.settings.imap.folder, pointer.get("uidvalidity"), inbox.uidvalidity)
         listed = await inbox.new_uids(last)
-        batches = [listed[start:start + BATCH] for start in range(0, len(listed), BATCH)]
+        size = self.batch
+        batches = [listed[start:start + size] for start in range(0, len(listed), size)]
         fetched = await self._fetch(inbox, batches[0]) if batches else []
         reading = self._read(fetched)
         for index, batch in enumerate(batches):
@@ -214,17 +220,17 @@ class Watcher:
             self.ledger.index.add_answer(doc)
         self.store.stage(INBOUND, reading.key, self._inbound_doc(
             reading, item, uidvalidity, path, answer=str(answer) if answer else None,
-            refusal=refusal, backlog=backlog, effects=effects))
+            refusal=_doc(refusal), backlog=backlog, effects=effects))
         if self.audit:
             self._receipts.append(dict(
                 at=self.clock.now(), message=reading.key, uid=item.uid, sender=reading.sender,
                 kind=str(reading.kind), answer=str(answer) if answer else None,
-                refusal=refusal))
+                refusal=_doc(refusal)))
         log.info("uid %d %s from %s: %s%s", item.uid, reading.message_id or "(no id)",
                  reading.sender, reading.kind, f", answer {answer}" if answer else "")
         return str(reading.kind)
 
-    def _answer_for(self, reading: Reading, *, backlog: bool) -> tuple[Any, str | None]:
+    def _answer_for(self, reading: Reading, *, backlog: bool) -> tuple[Any, Reason | None]:
         template = answer_template(reading)
         if template is None:
             return None, None
@@ -246,11 +252,11 @@ class Watcher:
             "headers_only": item.headers_only, "received": reading.received.isoformat(),
             "sender": reading.sender, "subject": reading.subject,
             "message_id": reading.message_id, "kind": str(reading.kind),
-            "reason": reading.classification.reason, "automated": reading.automated,
+            "reason": reading.classification.reason.to_doc(), "automated": _doc(reading.automated),
             "path": str(path), "invitation": self.ledger.match_invitation(reading),
             "read": _what_was_read(reading),
-            "review": _needs_review(reading, item, backlog=extra["backlog"],
-                                    registered=_registered_count(extra["effects"])),
+            "review": _doc(_needs_review(reading, item, backlog=extra["backlog"],
+                                         registered=_registered_count(extra["effects"]))),
             "processed": self.clock.now().isoformat(), **extra,
         }
 
@@ -258,8 +264,7 @@ class Watcher:
 
     async def _connect(self) -> ImapInbox:
         if self.inbox is None or self.inbox.client is None:
-            inbox = ImapInbox(self.settings.imap, self._imap_password,
-                              timeout=self.imap_timeout)
+            inbox = self._new_inbox()
             try:
                 await inbox.connect()
             except BaseException:
@@ -363,9 +368,7 @@ def _write_synced(item: tuple[Path, bytes]) -> None:
     path, data = item
     fd = os.open(_temporary(path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
-        written = 0
-        while written < len(data):
-            written += os.write(fd, data[written:])
+        write_all(fd, data)
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -384,15 +387,22 @@ def _what_was_read(reading: Reading) -> dict[str, Any]:
 
 
 def _needs_review(reading: Reading, item: Fetched, *, backlog: bool,
-                  registered: int | None = None) -> str | None:
+                  registered: int | None = None) -> Reason | None:
     """Why a human should look at this message, or None (an incomplete form is not such a
     case: the official is asked to correct it)."""
-    reasons = [
-        (item.headers_only, "over-size: kept as headers only"),
-        (backlog, "received before the campaign started: not answered"),
-        (bool(reading.forged), f"sender not authenticated ({reading.forged}): nothing applied"),
-        (registered is not None and registered < len(reading.registrants),
-         "over the limit of registrants per sender: not all registered"),
-        (reading.kind is Kind.OTHER, "not understood"),
-    ]
-    return next((text for applies, text in reasons if applies), None)
+    if item.headers_only:
+        return Reason.of(Code.OVERSIZE)
+    if backlog:
+        return Reason.of(Code.BACKLOG_REVIEW)
+    if reading.forged:
+        return Reason.of(Code.FORGED, verdict=reading.forged)
+    if registered is not None and registered < len(reading.registrants):
+        return Reason.of(Code.TOO_MANY_REGISTRANTS)
+    if reading.kind is Kind.OTHER:
+        return Reason.of(Code.NOT_UNDERSTOOD)
+    return None
+
+
+def _doc(reason: Reason | None) -> dict[str, str] | None:
+    """A reason as the state stores it."""
+    return None if reason is None else reason.to_doc()

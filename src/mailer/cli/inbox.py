@@ -16,6 +16,7 @@ from mailer.audit import AuditLog
 from mailer.campaign import CampaignSender, SendReport, plan
 from mailer.cli.app import EXIT_PENDING, App, parse_time
 from mailer.contacts import read_contacts
+from mailer.models import DeliveryKind
 from mailer.reading.decide import answer_allowed
 from mailer.reading.understand import answer_template, reading_json, understand
 from mailer.render import Renderer
@@ -29,15 +30,15 @@ log = logging.getLogger("mailer")
 @click.command()
 @click.argument("eml", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--received", help="Arrival time (ISO-8601); default: the (rehearsal) clock.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object (SPEC §9).")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object: kind, sender, received, registrants, errors, bounced, "
+              "answer.")
 @click.pass_obj
 def inspect(app: App, eml: Path, received: str | None, as_json: bool) -> None:
     """What the service makes of one message; nothing is stored or sent."""
     settings = app.settings()
     when = parse_time(received, settings, "--received") if received else app.clock.now()
-    campaign = settings.campaign
-    own = {a.lower() for a in (campaign.reply_to, campaign.sender_address,
-                               settings.envelope_from)}
+    own = settings.own_addresses
     reading = understand(eml.read_bytes(), received=when, events=settings.events,
                          own_addresses=own, authserv_id=settings.answers.trusted_authserv_id)
     answer = answer_template(reading)
@@ -96,7 +97,7 @@ async def _send_pending(app: App, settings: Settings, store: Any, audit: AuditLo
         return
     contacts = read_contacts(settings.campaign.recipients)
     report = SendReport()
-    todo = plan(contacts.contacts, store, kind="invitation", report=report)
+    todo = plan(contacts.contacts, store, kind=DeliveryKind.INVITATION, report=report)
     if todo:
         sender = CampaignSender(settings, Renderer(settings, now=app.clock.now()), store,
                                 now=app.clock.now, audit=audit)

@@ -20,7 +20,8 @@ from mailer.campaign import CampaignSender, SendReport, plan
 from mailer.cli.app import EXIT_PENDING, App, confirm
 from mailer.contacts import Contact, ContactList, normalize_key, read_contacts
 from mailer.errors import MailerError
-from mailer.remind import REMINDER, ReminderGroup, plan_reminders
+from mailer.models import DeliveryKind
+from mailer.remind import ReminderGroup, plan_reminders
 from mailer.render import Renderer
 from mailer.settings import Settings
 from mailer.smtp_client import Outcome, SmtpSession
@@ -44,8 +45,8 @@ def check(app: App) -> None:
     _echo_problems(contacts)
     renderer = Renderer(settings, now=app.clock.now())
     templates = [settings.campaign.template]
-    if (settings.templates_dir / "reminder.txt.j2").is_file():
-        templates.append("reminder")
+    if (settings.templates_dir / f"{DeliveryKind.REMINDER}.txt.j2").is_file():
+        templates.append(DeliveryKind.REMINDER)
     for contact in contacts.contacts:
         for name in templates:
             renderer.invitation(contact, template=name, extra={"open_events": settings.events})
@@ -103,7 +104,7 @@ def describe_message(data: bytes) -> str:
 
 
 def _deadline_guard(settings: Settings, app: App, *, force: bool) -> None:
-    """SPEC §5: never mail invitations once every event's deadline has passed."""
+    """Never mail invitations once every event's deadline has passed."""
     now = app.clock.now()
     if settings.open_events(now):
         return
@@ -155,7 +156,8 @@ def send(app: App, dry_run: bool, limit: int | None, test_to: str | None, yes: b
     _deadline_guard(settings, app, force=force)
     with open_state(settings.storage, writer=not dry_run) as store:
         report = SendReport()
-        todo = plan(contacts.contacts, store, kind="invitation", report=report, limit=limit)
+        todo = plan(contacts.contacts, store, kind=DeliveryKind.INVITATION, report=report,
+                    limit=limit)
         if dry_run:
             for contact in todo:
                 renderer.invitation(contact)
@@ -203,8 +205,7 @@ def _test_send(settings: Settings, renderer: Renderer, contacts: ContactList, to
     message = renderer.invitation(contact, message_id=renderer.random_message_id("test"))
 
     async def deliver() -> Any:
-        session = SmtpSession(settings.smtp, envelope_from=settings.envelope_from,
-                              password=settings.smtp.password())
+        session = SmtpSession.from_settings(settings)
         try:
             return await session.send(contact.email, message.data)
         finally:
@@ -251,11 +252,12 @@ def remind(app: App, event_id: str | None, yes: bool) -> None:
 async def _send_reminders(app: App, settings: Settings, store: Any,
                           groups: list[ReminderGroup], audit: AuditLog) -> list[SendReport]:
     renderer = Renderer(settings, now=app.clock.now())
-    renderer.templates(REMINDER, subject=f"Przypomnienie: {settings.campaign.subject}")
+    renderer.templates(DeliveryKind.REMINDER, subject=f"Przypomnienie: {settings.campaign.subject}")
     results = []
     for group in groups:
         todo = plan(group.contacts, store, kind=group.kind, report=SendReport())
-        sender = CampaignSender(settings, renderer, store, kind=group.kind, template=REMINDER,
+        sender = CampaignSender(settings, renderer, store, kind=group.kind,
+                                template=DeliveryKind.REMINDER,
                                 now=app.clock.now, audit=audit,
                                 extra={"open_events": list(group.events)})
         results.append(await sender.run(todo))

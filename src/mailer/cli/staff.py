@@ -13,11 +13,12 @@ from typing import Any
 
 import click
 
-from mailer import erase, staff
+from mailer import erase, reasons, staff
 from mailer.audit import AuditLog
 from mailer.cli.app import App, confirm, parse_time
 from mailer.contacts import read_contacts
 from mailer.errors import MailerError, UsageError
+from mailer.models import CURRENT_STATUSES
 from mailer.report import cities_table, city_status, format_table
 from mailer.staff import campaign_counts, counts_csv, describe_person, format_counts
 from mailer.store import open_state
@@ -98,8 +99,9 @@ def status(app: App, cities: bool, fmt: str) -> None:
 
 @click.command()
 @click.option("--event", "event_id", help="Only registrations for this event.")
-@click.option("--status", "status_filter", type=click.Choice(["complete", "incomplete",
-                                                               "cancelled"]))
+# Plain strings: click shows and returns an enum member's name, not its value.
+@click.option("--status", "status_filter",
+              type=click.Choice([str(status) for status in CURRENT_STATUSES]))
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "xlsx"]),
               default="table")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
@@ -107,7 +109,7 @@ def status(app: App, cities: bool, fmt: str) -> None:
 @click.pass_obj
 def registrations(app: App, event_id: str | None, status_filter: str | None, fmt: str,
                   out: Path | None) -> None:
-    """The registrations: table, CSV for Excel (UTF-8 BOM, ';'), JSON (SPEC §9) or XLSX."""
+    """The registrations: table, CSV for Excel (UTF-8 BOM, ';'), JSON or XLSX."""
     from mailer.export import record_export, registration_records, to_csv, to_xlsx
     settings = app.settings()
     events = [settings.event(event_id)] if event_id else list(settings.events)
@@ -179,7 +181,7 @@ def review(app: App, /, handled_key: str | None, note: str, register_key: str | 
     with open_state(settings.storage, writer=False) as store:
         waiting = staff.review_queue(store)
     rows = [[d["key"][:12], d.get("received", "")[:16], d.get("sender", ""), d.get("kind", ""),
-             d.get("subject", "")[:40], d.get("review", "")] for d in waiting]
+             d.get("subject", "")[:40], reasons.english(d.get("review"))] for d in waiting]
     click.echo("\n".join(format_table(["id", "received", "sender", "kind", "subject", "why"],
                                       rows)))
     click.echo(f"{len(waiting)} messages wait for review", err=True)

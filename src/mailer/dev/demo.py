@@ -28,7 +28,7 @@ from mailer.contacts import read_contacts
 from mailer.dev import script as write
 from mailer.dev.devserver import DEFAULT_PASSWORD, HOST, plain_address
 from mailer.dev.script import Cast, DemoError, Official, Received, Timeline
-from mailer.effects import INBOUND
+from mailer.models import ANSWERS, INBOUND
 from mailer.report import (
     cities_table,
     city_status,
@@ -36,7 +36,6 @@ from mailer.report import (
     registration_rows,
     registrations_table,
 )
-from mailer.respond import ANSWERS
 from mailer.settings import Settings, load_settings
 from mailer.store import Doc, open_state
 
@@ -241,7 +240,7 @@ class Demo:
         self.echo(f"Workspace: {self.root} (a copy of {self.source}, its templates and "
                   f"{len(self.contacts)} contacts)")
         self.echo("Clock: the campaign keeps its own dates; each command runs on the "
-                  "rehearsal clock MAILER_NOW (SPEC §9). The officials' replies reach the "
+                  "rehearsal clock MAILER_NOW. The officials' replies reach the "
                   "inbox by IMAP APPEND with the arrival time each case needs.")
         with self.devserver():
             self.echo(f"\n1. Dev mail server: SMTP {HOST}:{self.smtp_port}, IMAP "

@@ -16,10 +16,11 @@ from flufl.bounce import all_failures
 
 from mailer.reading.headers import first_address, header_text
 from mailer.reading.textfold import FoldTable, strip_marks
+from mailer.reasons import Code, Reason
 
 
 class Kind(StrEnum):
-    """What an incoming message is, which decides what the service does with it (SPEC §7)."""
+    """What an incoming message is, which decides what the service does with it."""
 
     REGISTRATION = "registration"
     CANCELLATION = "cancellation"
@@ -31,10 +32,10 @@ class Kind(StrEnum):
 
 @dataclass(frozen=True)
 class Classification:
-    """A kind, a short English reason for staff, and for bounces the failed addresses."""
+    """A kind, the reason for it, and for bounces the failed addresses."""
 
     kind: Kind
-    reason: str
+    reason: Reason
     bounced: tuple[str, ...] = ()
     temporary: tuple[str, ...] = ()
 
@@ -111,7 +112,7 @@ _AUTO_PRECEDENCE = frozenset({"bulk", "junk", "list", "auto_reply"})
 
 def classify(
     msg: EmailMessage, own_text: str, *, has_form: bool, own_addresses: Collection[str] = (),
-    automated: str | EllipsisType | None = ...,
+    automated: Reason | EllipsisType | None = ...,
 ) -> Classification:
     """Classify a message; `own_text` is the reply without quoted history, `has_form` from parse.
 
@@ -122,12 +123,13 @@ def classify(
         return bounce
     sender = first_address(msg, "From")
     if sender and sender in {address.lower() for address in own_addresses}:
-        return Classification(Kind.AUTO_REPLY, f"sent from our own address {sender} (loop)")
+        return Classification(Kind.AUTO_REPLY, Reason.of(Code.OWN_ADDRESS_LOOP, sender=sender))
     subject = header_text(msg, "Subject")
     # Checked before the automation markers: a client answering a List-Unsubscribe mailto: may mark
     # its message as automatic, and losing an unsubscribe is worse than one needless suppression.
     if _strip_punctuation(_fold(subject)) in _UNSUBSCRIBE_SUBJECTS:
-        return Classification(Kind.UNSUBSCRIBE, f'unsubscribe subject "{subject.strip()}"')
+        return Classification(Kind.UNSUBSCRIBE,
+                              Reason.of(Code.UNSUBSCRIBE_SUBJECT, subject=subject.strip()))
     if isinstance(automated, EllipsisType):
         automated = is_automated(msg)
     if automated is not None:
@@ -142,15 +144,17 @@ def _classify_text(text: str, *, has_form: bool) -> Classification:
     # rides along with "rezygnuję z udziału"): a wrong cancellation is answered, so the person can
     # correct it, while confirming someone who said they will not come hides their message.
     if found := _UNSUBSCRIBE.search(text):
-        return Classification(Kind.UNSUBSCRIBE, f'unsubscribe phrase "{found.group(0)}"')
+        return Classification(Kind.UNSUBSCRIBE,
+                              Reason.of(Code.UNSUBSCRIBE_PHRASE, phrase=found.group(0)))
     if found := _CANCELLATION.search(text):
-        return Classification(Kind.CANCELLATION, f'cancellation phrase "{found.group(0)}"')
+        return Classification(Kind.CANCELLATION,
+                              Reason.of(Code.CANCELLATION_PHRASE, phrase=found.group(0)))
     if has_form:
-        return Classification(Kind.REGISTRATION, "filled registration form")
-    return Classification(Kind.OTHER, "no form and no known phrase")
+        return Classification(Kind.REGISTRATION, Reason.of(Code.FORM))
+    return Classification(Kind.OTHER, Reason.of(Code.NO_FORM))
 
 
-def is_automated(msg: EmailMessage) -> str | None:
+def is_automated(msg: EmailMessage) -> Reason | None:
     """Return why the message was sent by a machine (so must never be answered), or None."""
     for check in _AUTOMATION_CHECKS:
         reason = check(msg)
@@ -176,9 +180,9 @@ def _classify_report(msg: EmailMessage) -> Classification | None:
         permanent, temporary, delivered = _dsn_outcomes(msg)
         if delivered and not permanent and not temporary:
             # A delivery receipt ("Action: delivered/relayed"): a machine saying all went well.
-            return Classification(Kind.AUTO_REPLY, "delivery report (RFC 3464) without failures")
+            return Classification(Kind.AUTO_REPLY, Reason.of(Code.DELIVERY_REPORT))
         bounced, delayed = bounce_recipients(msg)
-        reason = "DSN (RFC 3464)" if bounced or not delayed else "DSN (RFC 3464): delayed"
+        reason = Reason.of(Code.DSN if bounced or not delayed else Code.DSN_DELAYED)
         return Classification(Kind.BOUNCE, reason, bounced, delayed)
     hint = _bounce_hint(msg)
     bounced, delayed = bounce_recipients(msg) if hint or _has_null_return_path(msg) else ((), ())
@@ -187,21 +191,21 @@ def _classify_report(msg: EmailMessage) -> Classification | None:
     if bounced or delayed:
         # A null reverse-path alone is also what RFC 3834 §3.3 asks auto-replies to use, so it
         # makes a bounce only when a bounce format was actually recognised in the body.
-        reason = "non-standard bounce with null Return-Path"
+        reason = Reason.of(Code.BOUNCE_NULL_RETURN_PATH)
         return Classification(Kind.BOUNCE, reason, bounced, delayed)
     return None
 
 
-def _bounce_hint(msg: Message) -> str | None:
+def _bounce_hint(msg: Message) -> Reason | None:
     """Return why a message that is no RFC 3464 DSN still looks like a bounce, or None."""
     sender = first_address(msg, "From")
     if _BOUNCE_SENDER.match(sender.partition("@")[0]):
-        return f"non-standard bounce from {sender}"
+        return Reason.of(Code.BOUNCE_SENDER, sender=sender)
     subject = header_text(msg, "Subject")
     if _BOUNCE_SUBJECT.match(_fold(subject)):
-        return f'non-standard bounce, subject "{subject.strip()[:80]}"'
+        return Reason.of(Code.BOUNCE_SUBJECT, subject=subject.strip()[:80])
     if "X-Failed-Recipients" in msg:  # Exim, Gmail
-        return "non-standard bounce with X-Failed-Recipients"
+        return Reason.of(Code.BOUNCE_FAILED_RECIPIENTS)
     return None
 
 
@@ -294,63 +298,65 @@ def _decode_addresses(addresses: Iterable[bytes]) -> set[str]:
 # --- automation markers ------------------------------------------------------------------------
 
 
-def _auto_submitted(msg: Message) -> str | None:
+def _auto_submitted(msg: Message) -> Reason | None:
     """RFC 3834 §5: any Auto-Submitted value but "no" marks an automatic message."""
     value = header_text(msg, "Auto-Submitted").partition(";")[0].strip().lower()
-    return f"Auto-Submitted: {value}" if value and value != "no" else None
+    return Reason.of(Code.AUTO_SUBMITTED, value=value) if value and value != "no" else None
 
 
-def _report(msg: Message) -> str | None:
+def _report(msg: Message) -> Reason | None:
     """Every multipart/report (RFC 6522) is machine-made; MDNs are read receipts (RFC 8098)."""
     report_type = _report_type(msg)
     if report_type == "disposition-notification":
-        return "read receipt (MDN, RFC 8098)"
-    return f"report (RFC 6522): {report_type}" if report_type else None
+        return Reason.of(Code.READ_RECEIPT)
+    return Reason.of(Code.REPORT, report_type=report_type) if report_type else None
 
 
-def _auto_header(msg: Message) -> str | None:
+def _auto_header(msg: Message) -> Reason | None:
     """X-Autoreply and kin, and Exchange's markers of rule-generated messages."""
     for name in _AUTO_HEADERS:
         if name in msg and header_text(msg, name).strip().lower() not in {"no", "false", "0"}:
-            return f"{name} header"
+            return Reason.of(Code.AUTO_HEADER, header=name)
     return None
 
 
-def _precedence(msg: Message) -> str | None:
+def _precedence(msg: Message) -> Reason | None:
     """Precedence: bulk, junk, list or auto_reply (RFC 2076 §3.9, RFC 3834 §2)."""
     value = header_text(msg, "Precedence").strip().lower()
-    return f"Precedence: {value}" if value in _AUTO_PRECEDENCE else None
+    return Reason.of(Code.PRECEDENCE, value=value) if value in _AUTO_PRECEDENCE else None
 
 
-def _list_header(msg: Message) -> str | None:
+def _list_header(msg: Message) -> Reason | None:
     """Mail from a list (RFC 2919 List-Id) or a newsletter (RFC 2369 List-Unsubscribe)."""
     for name in ("List-Id", "List-Unsubscribe"):
         if name in msg:
-            return f"{name} header (mailing list)"
+            return Reason.of(Code.LIST_HEADER, header=name)
     return None
 
 
-def _null_return_path(msg: Message) -> str | None:
+def _null_return_path(msg: Message) -> Reason | None:
     """A null reverse-path marks a notification (RFC 5321 §4.5.5, RFC 3834 §3.3)."""
-    return "null Return-Path <>" if _has_null_return_path(msg) else None
+    return Reason.of(Code.NULL_RETURN_PATH) if _has_null_return_path(msg) else None
 
 
-def _robot_sender(msg: Message) -> str | None:
+def _robot_sender(msg: Message) -> Reason | None:
     """MAILER-DAEMON, postmaster, noreply, do-not-reply and the like."""
     sender = first_address(msg, "From")
-    return f"sender {sender}" if _ROBOT_SENDER.match(sender.partition("@")[0]) else None
+    if _ROBOT_SENDER.match(sender.partition("@")[0]):
+        return Reason.of(Code.ROBOT_SENDER, sender=sender)
+    return None
 
 
-def _auto_subject(msg: Message) -> str | None:
+def _auto_subject(msg: Message) -> Reason | None:
     """Out-of-office, receipt and read-receipt subjects, in Polish and English."""
     subject = header_text(msg, "Subject")
     if _AUTO_SUBJECT.match(_fold(subject)):
-        return f'subject "{subject.strip()[:80]}"'
+        return Reason.of(Code.AUTO_SUBJECT, subject=subject.strip()[:80])
     return None
 
 
 # Strongest evidence first, so the reason shown to staff is the most telling one.
-_AUTOMATION_CHECKS: tuple[Callable[[Message], str | None], ...] = (
+_AUTOMATION_CHECKS: tuple[Callable[[Message], Reason | None], ...] = (
     _auto_submitted,
     _report,
     _auto_header,

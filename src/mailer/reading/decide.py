@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parseaddr
 from enum import StrEnum
 
 from mailer.reading.validate import Registrant, normal_address
+from mailer.reasons import Code, Reason
 from mailer.settings import Event
 
 
@@ -21,7 +22,7 @@ class EventStatus(StrEnum):
 
 
 class Answer(StrEnum):
-    """The answer template to send (SPEC §9 `answer`)."""
+    """The answer template to send (`answer` in `mailer inspect --json`)."""
 
     CONFIRMATION = "confirmation"
     LATE_NOTICE = "late_notice"
@@ -36,11 +37,7 @@ class Decision:
 
     statuses: tuple[Mapping[str, EventStatus], ...]  # per registrant; {} for an incomplete one
     answer: Answer | None
-    reason: str  # short English reason for staff and logs
-
-    def suppressed(self, reason: str) -> Decision:
-        """The same decision with no answer, e.g. for a reason from `answer_allowed`."""
-        return replace(self, answer=None, reason=f"answer suppressed: {reason}")
+    reason: Reason
 
 
 def _require_aware(moment: datetime, what: str) -> datetime:
@@ -67,22 +64,24 @@ def event_statuses(events: Sequence[str], received: datetime,
     return statuses
 
 
-def _outcome(statuses: Sequence[Mapping[str, EventStatus]]) -> tuple[Answer, str]:
+def _outcome(statuses: Sequence[Mapping[str, EventStatus]]) -> tuple[Answer, Reason]:
     """The answer for complete registrants: confirmation if anything was confirmed."""
     confirmed = list(dict.fromkeys(e for s in statuses for e, v in s.items()
                                    if v is EventStatus.CONFIRMED))
     late = list(dict.fromkeys(e for s in statuses for e, v in s.items() if v is EventStatus.LATE))
+    if confirmed and late:
+        return Answer.CONFIRMATION, Reason.of(Code.CONFIRMED_SOME_LATE,
+                                              confirmed=", ".join(confirmed), late=", ".join(late))
     if confirmed:
-        tail = f"; late: {', '.join(late)}" if late else ""
-        return Answer.CONFIRMATION, f"confirmed: {', '.join(confirmed)}{tail}"
+        return Answer.CONFIRMATION, Reason.of(Code.CONFIRMED, confirmed=", ".join(confirmed))
     if late:
-        return Answer.LATE_NOTICE, f"all late: {', '.join(late)}"
-    return Answer.INCOMPLETE, "no event chosen"
+        return Answer.LATE_NOTICE, Reason.of(Code.ALL_LATE, late=", ".join(late))
+    return Answer.INCOMPLETE, Reason.of(Code.NO_EVENT)
 
 
 def decide_registration(registrants: Sequence[Registrant], received: datetime,
                         catalogue: Sequence[Event]) -> Decision:
-    """Statuses per registrant and the one answer the message gets (SPEC §7).
+    """Statuses per registrant and the one answer the message gets.
 
     Complete registrants get their statuses even when another registrant in the same message is
     incomplete; the answer is then `incomplete` (it lists what to correct), and the corrected
@@ -94,11 +93,12 @@ def decide_registration(registrants: Sequence[Registrant], received: datetime,
         event_statuses(r.events, received, catalogue) if r.complete else {} for r in registrants
     )
     if not registrants:
-        return Decision(statuses, Answer.INCOMPLETE, "no filled form found")
+        return Decision(statuses, Answer.INCOMPLETE, Reason.of(Code.NO_FORM_FOUND))
     incomplete = sum(not r.complete for r in registrants)
     if incomplete:
         return Decision(statuses, Answer.INCOMPLETE,
-                        f"{incomplete} of {len(registrants)} registrants incomplete")
+                        Reason.of(Code.SOME_INCOMPLETE, incomplete=incomplete,
+                                  total=len(registrants)))
     answer, reason = _outcome(statuses)
     return Decision(statuses, answer, reason)
 
@@ -115,32 +115,33 @@ def _bare(address: str) -> str:
     return parseaddr(address)[1].strip().casefold()
 
 
-def _address_refusal(sender: str, own_addresses: Collection[str]) -> str | None:
+def _address_refusal(sender: str, own_addresses: Collection[str]) -> Reason | None:
     address = _bare(sender)
     if not address:
-        return "no sender address"
+        return Reason.of(Code.NO_SENDER)
     if address in {_bare(own) for own in own_addresses}:
-        return "own address"  # answering ourselves would loop
+        return Reason.of(Code.OWN_ADDRESS)  # answering ourselves would loop
     if normal_address(address) is None:
-        return "sender address not valid"
+        return Reason.of(Code.SENDER_INVALID)
     return None
 
 
 def answer_allowed(*, sender: str, own_addresses: Collection[str], automated: bool,
                    received: datetime, watermark: datetime | None, answers_today: int,
-                   max_per_day: int, forged: str | None = None) -> str | None:
-    """None when an answer may be sent to `sender`, else the English reason why not (SPEC §7)."""
+                   max_per_day: int, forged: str | None = None) -> Reason | None:
+    """None when an answer may be sent to `sender`, else the reason why not."""
     at = _require_aware(received, "received")
     since = None if watermark is None else _require_aware(watermark, "watermark")
     refusal = _address_refusal(sender, own_addresses)
     if refusal is not None:
         return refusal
     if automated:
-        return "automated message"  # RFC 3834 §2: never answer auto-replies or bounces
+        return Reason.of(Code.AUTOMATED)  # RFC 3834 §2: never answer auto-replies or bounces
     if forged:
-        return f"sender not authenticated: {forged}"  # answering would mail a forged victim
+        # Answering would mail the victim of a forged sender.
+        return Reason.of(Code.NOT_AUTHENTICATED, verdict=forged)
     if since is not None and at < since:
-        return "received before the watermark (backlog: for review only)"
+        return Reason.of(Code.BACKLOG)
     if answers_today >= max_per_day:
-        return f"over daily limit ({answers_today} of {max_per_day} answers to this sender today)"
+        return Reason.of(Code.DAILY_LIMIT, count=answers_today, limit=max_per_day)
     return None

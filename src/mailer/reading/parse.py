@@ -477,7 +477,7 @@ def read_message(msg: EmailMessage) -> tuple[ReplyText, list[Draft]]:
     drafts = read_forms(reply.own)
     if _has_identity(drafts) or not reply.quoted:
         return reply, drafts
-    # SPEC §6: people type into the quoted original; e-mail/phone alone in the own text
+    # People type into the quoted original; e-mail/phone alone in the own text
     # (a signature) does not outweigh a form found there.
     quoted = [replace(d, from_quoted=True) for d in read_forms(reply.quoted)]
     return reply, quoted if _has_identity(quoted) else drafts

@@ -18,6 +18,7 @@ from mailer.reading.decide import Answer, Decision, decide_registration
 from mailer.reading.headers import dmarc_failure, header_text, simple_address
 from mailer.reading.parse import Draft, read_message
 from mailer.reading.validate import Registrant, validate_draft
+from mailer.reasons import Reason
 from mailer.settings import Event
 
 _MSGID = re.compile(r"<[^<>\s]+>")
@@ -35,7 +36,7 @@ class Reading:
     message_id: str
     refs: tuple[str, ...]  # In-Reply-To and References ids, nearest first
     classification: Classification
-    automated: str | None
+    automated: Reason | None  # why a machine sent it (never answered), or None
     forged: str | None
     own_text: str
     drafts: tuple[Draft, ...]
@@ -111,7 +112,7 @@ def thread_ids(msg: EmailMessage) -> tuple[str, ...]:
 
 
 def reply_subject(subject: str) -> str:
-    """`Re: ` + the subject without its reply prefixes: never `Re: Re:` (SPEC §5)."""
+    """`Re: ` + the subject without its reply prefixes: never `Re: Re:`."""
     stripped = _REPLY_PREFIX.sub("", subject).strip()
     return f"Re: {stripped}" if stripped else "Re: rejestracja"
 
@@ -195,7 +196,7 @@ def answer_template(reading: Reading) -> Answer | None:
 
 
 def registrant_json(registrant: Registrant, statuses: Mapping[str, Any]) -> dict[str, Any]:
-    """A registrant in the shape of SPEC §9."""
+    """A registrant as JSON: name, position, city, email, phone, events: id → status."""
     return {
         "name": registrant.name, "position": registrant.position, "city": registrant.city,
         "email": registrant.email, "phone": registrant.phone,
@@ -205,7 +206,7 @@ def registrant_json(registrant: Registrant, statuses: Mapping[str, Any]) -> dict
 
 
 def reading_json(reading: Reading, answer: Answer | None) -> dict[str, Any]:
-    """`mailer inspect --json`: the object of SPEC §9."""
+    """`mailer inspect --json`: what was read of one message and the answer it gets."""
     statuses: Sequence[Mapping[str, Any]] = (
         reading.decision.statuses if reading.decision else [{} for _ in reading.registrants])
     errors = [{"field": p.field, "message": p.message}

@@ -206,7 +206,7 @@ def _choices(events: Sequence[Event]) -> str:
 
 def _check_events(value: str, events: Sequence[Event]) -> tuple[tuple[str, ...], list[Problem]]:
     if _is_placeholder(value):
-        if len(events) == 1:  # SPEC §6: empty with a single event means that event
+        if len(events) == 1:  # empty with a single event means that event
             return (events[0].id,), []
         return (), [Problem("event", "Pole „Wydarzenie” jest puste – prosimy wpisać, na które "
                             f"wydarzenie zgłaszają się Państwo: {_choices(events)}.", MISSING)]
@@ -260,7 +260,7 @@ def _normal_email(value: str) -> str | None:
 
 def _check_email(value: str, sender: str) -> tuple[str | None, list[Problem]]:
     if _is_placeholder(value):
-        # SPEC §6: no address in the form means the sender's own.
+        # No address in the form means the sender's own.
         address = _normal_email(parseaddr(sender)[1]) if sender.strip() else None
         if address is None:
             return None, [Problem("email", "Pole „E-mail” jest puste – prosimy podać adres "
@@ -300,7 +300,7 @@ class _Found:
 
 def validate_draft(values: Mapping[str, str], *, sender: str,
                    events: Sequence[Event]) -> Registrant:
-    """Check one form's raw values (keys among FIELDS) as SPEC §6 says; never raises on input."""
+    """Check one form's raw values (keys among FIELDS) as the form's rules say; never raises."""
     found = _Found()
     ids, event_problems = _check_events(values.get("event", ""), events)
     found.problems += event_problems

@@ -19,6 +19,7 @@ from starlette.routing import Route
 from mailer import erase, staff
 from mailer.audit import AuditLog, web_actor
 from mailer.errors import MailerError, StateLockedError
+from mailer.models import INBOUND, Resolution
 from mailer.reading.validate import validate_draft
 from mailer.store import Store, open_state
 from mailer.web.pages import review_item_page
@@ -110,7 +111,7 @@ class Actions:
         except MailerError as err:
             return review_item_page(self.web, request, key, error=str(err), status=400)
         log.info("web: review %s marked handled", key[:12])
-        return RedirectResponse("/review?done=handled", status_code=303)
+        return RedirectResponse(f"/review?done={Resolution.HANDLED}", status_code=303)
 
     async def register(self, request: Request) -> Response:
         form = await self._form(request)
@@ -127,7 +128,7 @@ class Actions:
         except StateLockedError as err:
             return self._locked(request, err)
         except MailerError as err:
-            sender = str((web.state.store().get("inbound", key) or {}).get("sender", ""))
+            sender = str((web.state.store().get(INBOUND, key) or {}).get("sender", ""))
             problems = validate_draft(given, sender=sender, events=web.settings.events).problems
             return review_item_page(web, request, key, values={**values, "events": events},
                                     problems=list(problems), status=400,
@@ -135,7 +136,7 @@ class Actions:
                                     if problems else f"Nie zarejestrowano: {err}")
         log.info("web: review %s registered by hand", key[:12])
         address = values["email"] or str(doc.get("sender", ""))
-        query = urlencode({"address": address, "done": "registered"})
+        query = urlencode({"address": address, "done": Resolution.REGISTERED})
         return RedirectResponse(f"/person?{query}", status_code=303)
 
     async def erase(self, request: Request) -> Response:

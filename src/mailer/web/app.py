@@ -30,6 +30,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from mailer import reasons
 from mailer.clock import Clock
 from mailer.contacts import Contact, read_contacts
 from mailer.errors import MailerError, UsageError
@@ -48,8 +49,6 @@ from mailer.web.views import (
     STATUS_PL,
     StateCache,
     polish,
-    reason_pl,
-    review_reason,
 )
 
 log = logging.getLogger(__name__)
@@ -134,7 +133,7 @@ class WebApp:
             standing=lambda v: polish(STANDING_PL, v), status=lambda v: polish(STATUS_PL, v),
             kind=lambda v: polish(KIND_PL, v), answer=lambda v: polish(ANSWER_PL, v),
             delivery=lambda v: polish(DELIVERY_PL, v), field=lambda v: polish(FIELD_PL, v),
-            review=review_reason, reason=reason_pl, when=self.local_time)
+            review=reasons.polish, reason=reasons.polish, when=self.local_time)
         self.templates.globals["query"] = lambda **kw: urlencode(
             {k: v for k, v in kw.items() if v not in (None, "")})
 

@@ -19,7 +19,7 @@ COLOURS = {"confirmed": "#1d5f8a", "late": "#b8431f"}
 
 def registrations_per_day(records: Sequence[dict[str, Any]], events: Sequence[Event],
                           zone: ZoneInfo) -> list[dict[str, Any]]:
-    """Per local day, per event: registrations confirmed and late (SPEC §9 records).
+    """Per local day, per event: registrations confirmed and late (from the registration records).
 
     The days run from the first registration to the last deadline (or the last
     registration, when one came later), so every deadline falls inside the chart.

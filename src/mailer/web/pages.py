@@ -12,8 +12,8 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from mailer.audit import AuditLog, web_actor
-from mailer.effects import INBOUND
 from mailer.export import record_export, to_csv, to_xlsx
+from mailer.models import CURRENT_STATUSES, INBOUND, Resolution
 from mailer.reading.validate import Problem
 from mailer.settings import Event
 from mailer.staff import person, review_queue
@@ -36,9 +36,10 @@ if TYPE_CHECKING:
 
 KEY = re.compile(r"^[0-9a-f]{8,64}$")  # message keys are hex digests
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
-NOTICES = {
-    "handled": "Wiadomość oznaczono jako załatwioną; zapisano to w dzienniku audytu.",
-    "registered": "Zarejestrowano osobę z podanymi polami; zapisano to w dzienniku audytu.",
+NOTICES: dict[str, str] = {  # by `?done=`: how a review item was just resolved
+    Resolution.HANDLED: "Wiadomość oznaczono jako załatwioną; zapisano to w dzienniku audytu.",
+    Resolution.REGISTERED: "Zarejestrowano osobę z podanymi polami; zapisano to w dzienniku "
+                           "audytu.",
 }
 
 
@@ -87,7 +88,7 @@ class Pages:
 
     def _records(self, request: Request) -> tuple[dict[str, str], list[dict[str, Any]]]:
         params = {"event": _param(request, "event", self.event_ids),
-                  "status": _param(request, "status", ("complete", "incomplete", "cancelled")),
+                  "status": _param(request, "status", CURRENT_STATUSES),
                   "q": _param(request, "q")}
         records = registrations(self.web.state.store(), event=params["event"],
                                 status=params["status"], query=params["q"])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -16,39 +15,45 @@ from mailer.campaign import SendReport, plan
 from mailer.contacts import Contact
 from mailer.errors import MailerError
 from mailer.export import registration_records
+from mailer.models import AnswerStatus, DeliveryKind, RegistrationStatus, Status
+from mailer.reading.classify import Kind
+from mailer.reading.decide import Answer, EventStatus
 from mailer.reading.parse import body_text, fold, split_reply
 from mailer.reading.understand import Reading, parse_bytes, understand
 from mailer.reading.validate import validate_draft
 from mailer.render import Renderer
-from mailer.report import CityRow, city_status
+from mailer.report import CityRow, CityStatus, city_status
 from mailer.respond import build_answer
 from mailer.settings import Settings
 from mailer.staff import Person, campaign_counts, person, review_queue
 from mailer.store import Doc, Store, open_state
 from mailer.web.chart import chart_svg, registrations_per_day
 
-# Polish words for the values the state stores in English.
-CITY_STATUS_PL = {"registered": "zarejestrowane", "late": "po terminie",
-                  "incomplete": "niekompletne", "unsubscribed": "wypisane",
-                  "bounced": "adres odbity", "invited": "zaproszone", "not sent": "nie wysłano"}
-STANDING_PL = {"confirmed": "potwierdzone", "late": "po terminie"}
-STATUS_PL = {"complete": "kompletne", "incomplete": "niekompletne", "cancelled": "anulowane",
-             "superseded": "zastąpione"}
-KIND_PL = {"registration": "zgłoszenie", "cancellation": "rezygnacja z udziału",
-           "unsubscribe": "wypisanie", "bounce": "zwrot (adres nie istnieje)",
-           "auto_reply": "odpowiedź automatyczna", "other": "inne"}
-ANSWER_PL = {"confirmation": "potwierdzenie", "late_notice": "informacja o spóźnieniu",
-             "incomplete": "prośba o uzupełnienie", "unsubscribed": "potwierdzenie wypisania",
-             "cancelled": "potwierdzenie rezygnacji"}
-DELIVERY_PL = {"sent": "wysłane", "failed": "odrzucone", "deferred": "oczekuje", "pending":
-               "oczekuje", "bounced": "odbite"}
+# Polish words for the values the state stores in English (the members' values: a page's
+# query parameter or a stored string finds its word, and a template shows the value).
+CITY_STATUS_PL: dict[str, str] = {
+    CityStatus.REGISTERED: "zarejestrowane", CityStatus.LATE: "po terminie",
+    CityStatus.INCOMPLETE: "niekompletne", CityStatus.UNSUBSCRIBED: "wypisane",
+    CityStatus.BOUNCED: "adres odbity", CityStatus.INVITED: "zaproszone",
+    CityStatus.NOT_SENT: "nie wysłano"}
+STANDING_PL: dict[str, str] = {EventStatus.CONFIRMED: "potwierdzone",
+                               EventStatus.LATE: "po terminie"}
+STATUS_PL: dict[str, str] = {
+    RegistrationStatus.COMPLETE: "kompletne", RegistrationStatus.INCOMPLETE: "niekompletne",
+    RegistrationStatus.CANCELLED: "anulowane", RegistrationStatus.SUPERSEDED: "zastąpione"}
+KIND_PL: dict[str, str] = {
+    Kind.REGISTRATION: "zgłoszenie", Kind.CANCELLATION: "rezygnacja z udziału",
+    Kind.UNSUBSCRIBE: "wypisanie", Kind.BOUNCE: "zwrot (adres nie istnieje)",
+    Kind.AUTO_REPLY: "odpowiedź automatyczna", Kind.OTHER: "inne"}
+ANSWER_PL: dict[str, str] = {
+    Answer.CONFIRMATION: "potwierdzenie", Answer.LATE_NOTICE: "informacja o spóźnieniu",
+    Answer.INCOMPLETE: "prośba o uzupełnienie", Answer.UNSUBSCRIBED: "potwierdzenie wypisania",
+    Answer.CANCELLED: "potwierdzenie rezygnacji"}
+DELIVERY_PL: dict[str, str] = {  # deliveries and answers
+    Status.SENT: "wysłane", Status.FAILED: "odrzucone", Status.DEFERRED: "oczekuje",
+    AnswerStatus.PENDING: "oczekuje", Status.BOUNCED: "odbite"}
 FIELD_PL = {"event": "Wydarzenie", "name": "Imię i nazwisko", "position": "Stanowisko",
             "city": "Miasto / urząd", "email": "E-mail", "phone": "Telefon"}
-REVIEW_PL = {"not understood": "nie zrozumiano treści",
-             "over-size": "zbyt duża – zachowano tylko nagłówki",
-             "received before the campaign started": "sprzed rozpoczęcia kampanii – bez odpowiedzi",
-             "sender not authenticated": "nadawca nieuwierzytelniony (DMARC) – nic nie zmieniono",
-             "over the limit of registrants per sender": "ponad limit osób od jednego nadawcy"}
 CITY_COLUMNS = {"city": "Miasto", "contacts": "Kontakty", "status": "Status",
                 "registered": "Osoby", "notes": "Uwagi"}
 
@@ -58,65 +63,11 @@ def polish(mapping: Mapping[str, str], value: object) -> str:
     return mapping.get(str(value), str(value) if value is not None else "")
 
 
-def review_reason(text: object) -> str:
-    """Why a message waits for review, in Polish (the watcher stores it in English)."""
-    reason = str(text or "")
-    return next((pl for en, pl in REVIEW_PL.items() if reason.startswith(en)), reason)
-
-
-# How classify.py and decide.py word their reasons (kept in English in the state and the logs,
-# for staff and developers alike) → Polish for the clerk; what follows a prefix (a phrase that
-# was found, an address, a header's value) is kept as written. First match wins.
-_REASONS_PL = tuple((re.compile(en), pl) for en, pl in (
-    (r"^filled registration form$", "wypełniony formularz zgłoszenia"),
-    (r"^no form and no known phrase$", "bez formularza i bez znanego zwrotu"),
-    (r"^unsubscribe subject ", "temat z prośbą o wypisanie: "),
-    (r"^unsubscribe phrase ", "prośba o wypisanie: "),
-    (r"^cancellation phrase ", "rezygnacja: "),
-    (r"^sent from our own address (.*) \(loop\)$", r"wysłane z naszego adresu \1 (pętla)"),
-    (r"^delivery report \(RFC 3464\) without failures$",
-     "raport doręczenia (RFC 3464) bez błędów"),
-    (r"^DSN \(RFC 3464\): delayed$", "raport DSN (RFC 3464): doręczenie opóźnione"),
-    (r"^DSN \(RFC 3464\)$", "raport o niedoręczeniu (DSN, RFC 3464)"),
-    (r"^non-standard bounce with null Return-Path$",
-     "niestandardowy zwrot z pustym Return-Path"),
-    (r"^non-standard bounce with ", "niestandardowy zwrot z nagłówkiem "),
-    (r"^non-standard bounce from ", "niestandardowy zwrot od "),
-    (r"^non-standard bounce, subject ", "niestandardowy zwrot, temat "),
-    (r"^read receipt ", "potwierdzenie przeczytania "),
-    (r"^report \(RFC 6522\): ", "raport (RFC 6522): "),
-    (r"^(\S+) header \(mailing list\)$", r"nagłówek \1 (lista mailingowa)"),
-    (r"^(\S+) header$", r"nagłówek \1"),
-    (r"^(Auto-Submitted|Precedence): ", r"nagłówek \1: "),
-    (r"^null Return-Path <>$", "pusty Return-Path <>"),
-    (r"^sender (\S*@\S*)$", r"nadawca automatyczny \1"),
-    (r'^subject (".*")$', r"temat automatycznej odpowiedzi \1"),
-    # decide.answer_allowed
-    (r"^no sender address$", "brak adresu nadawcy"),
-    (r"^own address$", "nasz własny adres (pętla)"),
-    (r"^sender address not valid$", "niepoprawny adres nadawcy"),
-    (r"^automated message$", "wiadomość automatyczna"),
-    (r"^sender not authenticated: ", "nadawca nieuwierzytelniony: "),
-    (r"^received before the watermark.*", "sprzed rozpoczęcia kampanii – tylko do przejrzenia"),
-    (r"^over daily limit \((\d+) of (\d+) answers to this sender today\)$",
-     r"dzienny limit odpowiedzi do tego nadawcy wyczerpany (\1 z \2)"),
-))
-
-
-def reason_pl(text: object) -> str:
-    """A classification or no-answer reason in Polish; unknown wording stays as it is."""
-    reason = str(text or "")
-    for pattern, polish_text in _REASONS_PL:
-        if pattern.search(reason):
-            return pattern.sub(polish_text, reason, count=1)
-    return reason
-
-
 class StateCache:
     """The state as readers see it, read again only when its files change.
 
-    A reader takes no lock (SPEC §8), so this runs beside `mailer run`; the signature is
-    (inode, mtime, size) of TinyDB's file and of the journal the writer appends to.
+    A reader takes no lock (only the writer does), so this runs beside `mailer run`; the
+    signature is (inode, mtime, size) of TinyDB's file and of the journal the writer appends to.
     """
 
     def __init__(self, folder: Path) -> None:
@@ -162,18 +113,18 @@ class Dashboard:
 def dashboard(store: Store, settings: Settings, contacts: Sequence[Contact]) -> Dashboard:
     """Per event confirmed / late / incomplete, invitations sent of all, answers, the chart."""
     counts = campaign_counts(store, settings)
-    events = [{"event": e, **counts["events"].get(e.id, {"confirmed": 0, "late": 0}),
-               "incomplete": len(registration_records(store, event=e.id, status="incomplete"))}
+    events = [{"event": e, **counts["events"].get(e.id, dict.fromkeys(EventStatus, 0)),
+               "incomplete": len(registration_records(
+                   store, event=e.id, status=RegistrationStatus.INCOMPLETE))}
               for e in settings.events]
     report = SendReport()
-    remaining = plan(contacts, store, kind="invitation", report=report)
-    deliveries = counts["deliveries"]
-    invitations = {"sent": deliveries.get("invitation sent", 0),
-                   "bounced": deliveries.get("invitation bounced", 0),
-                   "failed": deliveries.get("invitation failed", 0),
-                   "suppressed": report.suppressed, "remaining": len(remaining)}
+    remaining = plan(contacts, store, kind=DeliveryKind.INVITATION, report=report)
+    deliveries = counts["deliveries"]  # "<kind> <status>" → how many
+    invitations = {str(status): deliveries.get(f"{DeliveryKind.INVITATION} {status}", 0)
+                   for status in (Status.SENT, Status.BOUNCED, Status.FAILED)}
+    invitations.update(suppressed=report.suppressed, remaining=len(remaining))
     invitations["done"] = invitations["sent"] + invitations["bounced"] + invitations["failed"]
-    days = registrations_per_day(registration_records(store, status="complete"),
+    days = registrations_per_day(registration_records(store, status=RegistrationStatus.COMPLETE),
                                  settings.events, settings.campaign.timezone)
     return Dashboard(counts=counts, events=events, contacts=len(contacts),
                      invitations=invitations,
@@ -280,12 +231,9 @@ def message_view(doc: Doc, settings: Settings) -> MessageView:
         return view
     if doc.get("headers_only"):
         view.missing = "Wiadomość zbyt duża: zachowano tylko nagłówki."
-    campaign = settings.campaign
     view.reading = understand(
         raw, received=datetime.fromisoformat(doc["received"]), events=settings.events,
-        own_addresses={campaign.reply_to.lower(), campaign.sender_address.lower(),
-                       settings.envelope_from.lower()},
-        authserv_id=settings.answers.trusted_authserv_id)
+        own_addresses=settings.own_addresses, authserv_id=settings.answers.trusted_authserv_id)
     view.drafts = [dict(d.values) for d in view.reading.drafts]
     view.from_quoted = any(d.from_quoted for d in view.reading.drafts)
     view.registrants = [validate_draft(values, sender=view.reading.sender,
