@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from mailer.errors import DeliveryError
 from mailer.reading.headers import dmarc_failure
 from mailer.reading.understand import parse_bytes, reading_json, understand
+from mailer.reading.validate import match_events
 from mailer.settings import Event, SmtpSettings
 from mailer.smtp_client import SmtpSession
 from tests.conftest import SmtpSink, free_port
@@ -177,3 +178,29 @@ async def test_certificates_are_verified_unless_trusted_explicitly(tmp_path: Pat
         assert attempt.outcome == "sent" and len(sink.messages) == 1
     finally:
         controller.stop()
+
+
+def test_long_event_list_reads_every_choice_and_every_stranger() -> None:
+    """An event list thousands of items long is read in full (the matching is no longer
+    quadratic in the items: bench/hostile.py times it): the events named, the rest reported."""
+    value = ", ".join(["pim"] * 3_000 + ["warsztat", "zebranie"] * 1_000)
+    ids, unknown = match_events(value, EVENTS)
+    assert ids == ("smart-city", "pim")
+    assert unknown == ["zebranie"] * 1_000
+
+
+def test_outlook_mailto_is_cut_and_unclosed_ones_are_no_address() -> None:
+    """Outlook's `addr<mailto:addr>` (after any white space) leaves the address; a run of
+    unclosed `<mailto:` is no address (the form asks for one) and reads as fast as any value."""
+
+    def email_read(value: str) -> tuple[str, list[str]]:
+        raw = ("From: Jan Kowalski <jan@gdynia.example.com>\nSubject: Re: Zaproszenie\n"
+               "Content-Type: text/plain; charset=utf-8\n\nWydarzenie: PIM\n"
+               "Imię i nazwisko: Jan Kowalski\nMiasto / urząd: Gdynia\n"
+               f"E-mail: {value}\n").encode()
+        data = reading_json(understand(raw, received=RECEIVED, events=EVENTS), None)
+        return data["registrants"][0]["email"], [e["field"] for e in data["errors"]]
+
+    assert email_read("jan.k@gdynia.pl\xa0<mailto:jan.k@gdynia.pl>") == ("jan.k@gdynia.pl", [])
+    assert email_read("jan.k@gdynia.pl [mailto:jan.k@gdynia.pl]") == ("jan.k@gdynia.pl", [])
+    assert email_read("<mailto:" * 5_000)[1] == ["email"]

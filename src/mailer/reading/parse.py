@@ -359,7 +359,10 @@ _LABEL_LINE = re.compile(
 _QUOTE_MARKERS = re.compile(r"^[ \t]*(?:>[ \t]?)+")
 _BULLET = re.compile(r"^(?:[-*•·]|\d{1,2}[.)])[ \t]+")
 _BULLET_MARKS = frozenset("-*•·")  # or a decimal digit (\d)
-_MAILTO = re.compile(r"\s*[<\[]mailto:[^>\]]*[>\]]")  # Outlook plain text: addr<mailto:addr>
+# Outlook plain text: addr<mailto:addr>. Linear on any input: the white space before it is taken
+# only from the start of its run, and the address holds no bracket (an unclosed "<mailto:"
+# scans no further than the next one).
+_MAILTO = re.compile(r"(?:(?<!\s)\s+)?[<\[]mailto:[^<>\[\]]*[>\]]")
 _CLOSING = re.compile(
     r"^(?:pozdrawiam|pozdrowienia|z powazaniem|z wyrazami|serdecznie|dziekuje|dziekujemy"
     r"|dzieki|regards|best|thanks|thank you|kind regards|sent from|wyslano z)\b"

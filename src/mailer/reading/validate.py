@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import functools
 import re
 import unicodedata
@@ -142,22 +143,30 @@ def _campaign_terms(events: tuple[Event, ...]) -> tuple[_Term, ...]:
 
 
 def _find_spans(folded: str, terms: Iterable[_Term]) -> list[tuple[int, int, str | None]]:
-    """Non-overlapping term matches, the longest first (the full title beats its "warsztat")."""
+    """Non-overlapping term matches in text order, the longest winning (the full title beats
+    its "warsztat")."""
     found = [(m.start(), m.end(), t.event_id) for t in terms if len(t.words) >= _MIN_SUBSTRING
              for m in t.pattern().finditer(folded)]
     found.sort(key=lambda span: (span[0] - span[1], span[0]))
-    taken: list[tuple[int, int, str | None]] = []
+    taken: list[tuple[int, int, str | None]] = []  # kept in text order: bisect, not a scan
     for span in found:
-        if all(span[1] <= s[0] or span[0] >= s[1] for s in taken):
-            taken.append(span)
+        at = bisect.bisect_left(taken, span[:2], key=lambda s: s[:2])
+        before_ok = at == 0 or taken[at - 1][1] <= span[0]
+        after_ok = at == len(taken) or span[1] <= taken[at][0]
+        if before_ok and after_ok:
+            taken.insert(at, span)
     return taken
 
 
 def _parts(folded: str, spans: Sequence[tuple[int, int, str | None]]) -> list[tuple[int, int]]:
     """(start, end) of the parts between separators; a separator inside a match (the " i " of
-    "doświadczenia i wyzwania") does not split."""
-    cuts = [(m.start(), m.end()) for m in _SEPARATOR.finditer(folded)
-            if not any(s <= m.start() and m.end() <= e for s, e, _ in spans)]
+    "doświadczenia i wyzwania") does not split. `spans` are in text order."""
+    starts = [start for start, _end, _id in spans]
+    cuts = []
+    for m in _SEPARATOR.finditer(folded):
+        at = bisect.bisect_right(starts, m.start()) - 1  # the last match starting before it
+        if at < 0 or spans[at][1] < m.end():
+            cuts.append((m.start(), m.end()))
     bounds = [0, *(x for cut in cuts for x in cut), len(folded)]
     return list(zip(bounds[::2], bounds[1::2], strict=True))
 
@@ -171,8 +180,10 @@ def match_events(text: str, events: Sequence[Event]) -> tuple[tuple[str, ...], l
     spans = _find_spans(folded, terms)
     chosen: set[str | None] = set()
     unknown: list[str] = []
+    starts = [start for start, _end, _id in spans]
     for start, end in _parts(folded, spans):
-        inside = {eid for s, e, eid in spans if start <= s and e <= end}
+        first = bisect.bisect_left(starts, start)
+        inside = {eid for _s, e, eid in spans[first:bisect.bisect_left(starts, end)] if e <= end}
         whole = " ".join(folded[start:end].split())
         if inside:
             chosen |= inside
