@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from mailer.errors import DeliveryError
 from mailer.reading.headers import dmarc_failure
+from mailer.reading.parse import html_to_text
 from mailer.reading.understand import parse_bytes, reading_json, understand
 from mailer.reading.validate import match_events
 from mailer.settings import Event, SmtpSettings
@@ -204,3 +205,19 @@ def test_outlook_mailto_is_cut_and_unclosed_ones_are_no_address() -> None:
     assert email_read("jan.k@gdynia.pl\xa0<mailto:jan.k@gdynia.pl>") == ("jan.k@gdynia.pl", [])
     assert email_read("jan.k@gdynia.pl [mailto:jan.k@gdynia.pl]") == ("jan.k@gdynia.pl", [])
     assert email_read("<mailto:" * 5_000)[1] == ["email"]
+
+
+def test_html_nested_past_any_reply_still_reads_its_form() -> None:
+    """Lists and quotes nested thousands deep are flattened below 16 levels (html2text indents
+    every line by its depth): the form inside is read, a stray "<" stays text."""
+    deep = "<ul><li>punkt" * 5_000 + "</li></ul>" * 5_000 + "<blockquote>" * 5_000 \
+        + "<p>Wydarzenie: PIM<br>Imię i nazwisko: Jan Kowalski<br>Miasto / urząd: Gdynia<br>" \
+        "Uwagi: a &lt; b i c < d</p>" + "</blockquote>" * 5_000
+    raw = ("From: Jan Kowalski <jan@gdynia.example.com>\nSubject: Re: Zaproszenie\n"
+           "Content-Type: text/html; charset=utf-8\n\n<html><body>" + deep
+           + "</body></html>\n").encode()
+    reading = understand(raw, received=RECEIVED, events=EVENTS)
+    data = reading_json(reading, None)
+    assert [(r["name"], r["city"], list(r["events"])) for r in data["registrants"]] == [
+        ("Jan Kowalski", "Gdynia", ["pim"])]
+    assert html_to_text("<p>a &lt; b i c < d<<<</p>").strip() == "a < b i c < d<<<"

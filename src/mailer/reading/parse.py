@@ -173,8 +173,37 @@ def _table_row(line: str) -> str:
     return f"{label} {value}" if label.endswith((":", "-", "–")) else f"{label}: {value}"
 
 
+# What the reader hands to html2text (issue 12: crafted HTML cost html.parser quadratic time):
+# no reply's HTML is longer, lists and quotes nest a few levels (html2text indents each line
+# by its depth, so 10,000 levels made 455 MB), and a "<" that opens no tag is text.
+_MAX_HTML = 2_000_000  # characters
+_MAX_NESTING = 16
+_NESTING = re.compile(r"<(/?)(?:ul|ol|dl|blockquote)\b[^<>]*>", re.IGNORECASE)
+_STRAY_ANGLE = re.compile(r"<(?![A-Za-z/!?])")
+
+
+def _tame_html(markup: str) -> str:
+    """The HTML cut to `_MAX_HTML`, lists and quotes nested at most `_MAX_NESTING` deep (the
+    deeper tags dropped, their text kept), stray "<" escaped; linear in the input."""
+    markup = _STRAY_ANGLE.sub("&lt;", markup[:_MAX_HTML])
+    kept, depth, last = [], 0, 0
+    for tag in _NESTING.finditer(markup):
+        if tag.group(1):  # closing
+            depth = max(0, depth - 1)
+            keep = depth < _MAX_NESTING
+        else:
+            keep = depth < _MAX_NESTING
+            depth += 1
+        if not keep:
+            kept.append(markup[last:tag.start()])
+            last = tag.end()
+    kept.append(markup[last:])
+    return "".join(kept)
+
+
 def html_to_text(markup: str) -> str:
     """HTML → plain text with one `label: value` line per table row; never raises."""
+    markup = _tame_html(markup)
     # A fresh converter per call: after an exception html2text keeps the unparsed rest.
     converter = html2text.HTML2Text()
     converter.body_width = 0  # no wrapping: a wrapped line would cut a value in two
@@ -186,7 +215,7 @@ def html_to_text(markup: str) -> str:
         text = str(converter.handle(markup))
     except (AssertionError, ValueError, IndexError, KeyError, TypeError, AttributeError):
         # _markupbase raises AssertionError on an unknown "<![…" marked section.
-        text = html.unescape(re.sub(r"<[^>]*>", " ", markup))
+        text = html.unescape(re.sub(r"<[^<>]*>", " ", markup))  # [^<>]: linear on "<<<…"
     text = _MARKDOWN_ESCAPE.sub(r"\1", text).replace("\xa0", " ")
     rows = (_table_row(line) if "|" in line else line.rstrip()
             for line in text.split("\n") if not _TABLE_RULE.match(line))
