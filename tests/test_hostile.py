@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from mailer.errors import DeliveryError
 from mailer.reading.headers import dmarc_failure
-from mailer.reading.parse import html_to_text
+from mailer.reading.parse import MAX_FORMS, html_to_text, read_forms
 from mailer.reading.understand import parse_bytes, reading_json, understand
 from mailer.reading.validate import match_events
 from mailer.settings import Event, SmtpSettings
@@ -221,3 +221,13 @@ def test_html_nested_past_any_reply_still_reads_its_form() -> None:
     assert [(r["name"], r["city"], list(r["events"])) for r in data["registrants"]] == [
         ("Jan Kowalski", "Gdynia", ["pim"])]
     assert html_to_text("<p>a &lt; b i c < d<<<</p>").strip() == "a < b i c < d<<<"
+
+
+def test_thousands_of_forms_are_read_up_to_the_limit() -> None:
+    """A reply holding 1,500 forms is read to one past the limit (so it goes to review), not
+    to its end: no answer can confirm more people than any sender may register."""
+    form = ("Wydarzenie: PIM\nImię i nazwisko: Osoba {n}\nMiasto / urząd: Gdynia\n"
+            "E-mail: osoba{n}@gdynia.example.com\n\n")
+    drafts = read_forms("".join(form.format(n=n) for n in range(1_500)))
+    assert len(drafts) == MAX_FORMS + 1
+    assert drafts[-1].values["name"] == f"Osoba {MAX_FORMS}"
