@@ -76,7 +76,7 @@ class AnswerStatus(StrEnum):
 
     PENDING = "pending"  # recorded, not yet accepted by the SMTP server
     SENT = "sent"
-    FAILED = "failed"  # refused permanently (5xx)
+    FAILED = "failed"  # refused permanently (5xx), or could not be built or sent (`error`)
 
 
 class Resolution(StrEnum):
@@ -256,6 +256,7 @@ class AnswerRecord(TypedDict, total=False):
     code: int | None  # the SMTP server's reply to the last attempt
     reply: str
     sent: str  # ISO time
+    error: StoredReason  # why it could not be built or sent (Code.ANSWER_FAILED, issue 12)
 
 
 class MailboxPointer(TypedDict, total=False):

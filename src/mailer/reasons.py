@@ -68,6 +68,9 @@ class Code(StrEnum):
     TOO_MANY_REGISTRANTS = "too_many_registrants"
     NOT_UNDERSTOOD = "not_understood"
     BY_HAND = "by_hand"
+    READ_FAILED = "read_failed"  # the reader raised on it (issue 12): kept raw
+    # Why an answer was not sent.
+    ANSWER_FAILED = "answer_failed"  # it could not be built or handed over (issue 12)
     # A sentence an earlier release stored that no code's text matches: shown as it was.
     LEGACY = "legacy"
 
@@ -115,6 +118,8 @@ ENGLISH: Mapping[Code, str] = {
     Code.TOO_MANY_REGISTRANTS: "over the limit of registrants per sender: not all registered",
     Code.NOT_UNDERSTOOD: "not understood",
     Code.BY_HAND: "registered by hand",
+    Code.READ_FAILED: "could not be read ({error}): kept as received",
+    Code.ANSWER_FAILED: "answer not sent: {error}",
     Code.LEGACY: "{text}",
 }
 
@@ -161,6 +166,8 @@ POLISH: Mapping[Code, str] = {
     Code.TOO_MANY_REGISTRANTS: "ponad limit osób od jednego nadawcy – nie wszystkie zapisano",
     Code.NOT_UNDERSTOOD: "nie zrozumiano treści",
     Code.BY_HAND: "zarejestrowane ręcznie",
+    Code.READ_FAILED: "nie udało się odczytać ({error}) – zachowano w oryginale",
+    Code.ANSWER_FAILED: "odpowiedzi nie wysłano: {error}",
     Code.LEGACY: "{text}",
 }
 

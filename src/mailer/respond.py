@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 
+from email_validator import EmailNotValidError, validate_email
+
 from mailer.audit import AuditLog
+from mailer.errors import MailerError
 from mailer.models import ANSWERS, SUPPRESSIONS, AnswerRegistrant, AnswerStatus
 from mailer.reading.decide import Answer, EventStatus
 from mailer.reading.understand import Reading, reply_subject
+from mailer.reasons import Code, Reason
 from mailer.render import OutgoingMessage, Renderer
 from mailer.settings import Event, Settings
 from mailer.smtp_client import Outcome, SmtpSession
@@ -59,8 +64,50 @@ def answer_doc(reading: Reading, template: Answer, *, now: datetime, domain: str
     }
 
 
+class UnsendableAnswer(ValueError):
+    """An answer that cannot go out as recorded (its address cannot be written in ASCII)."""
+
+
+# A Message-ID that can go into In-Reply-To and References as it is: ASCII, no spaces, one
+# "@", of a sane length. Anything else a sender wrote is left out (issue 12), never fatal.
+_USABLE_ID = re.compile(r"<[!-;=?-~]{1,200}>")
+_REFERENCES_MAX = 900  # characters: the header line stays under RFC 5322's 998
+
+
+def usable_ids(ids: Sequence[str]) -> list[str]:
+    """The ids of `ids` that can be written in a header, newest kept when they are many."""
+    kept: list[str] = []
+    length = 0
+    for message_id in reversed(ids):
+        if _USABLE_ID.fullmatch(message_id) and message_id.count("@") == 1:
+            length += len(message_id) + 1
+            if length > _REFERENCES_MAX:
+                break
+            kept.append(message_id)
+    return kept[::-1]
+
+
+def wire_address(address: str) -> str:
+    """`address` as SMTP and the To header carry it without SMTPUTF8: an IDN domain in IDNA
+    (`jan@łódź.example.com` → `jan@xn--d-uga0v4h.example.com`); UnsendableAnswer when the
+    local part is not ASCII."""
+    if address.isascii():
+        return address
+    try:
+        valid = validate_email(address, check_deliverability=False)
+    except EmailNotValidError as err:
+        raise UnsendableAnswer(f"address not valid: {err}") from err
+    if valid.ascii_email is None:
+        raise UnsendableAnswer("the address's local part is not ASCII (needs SMTPUTF8)")
+    return valid.ascii_email
+
+
 def build_answer(renderer: Renderer, settings: Settings, doc: Doc) -> OutgoingMessage:
-    """Render an outbox record into the message: Re: subject, threading, Auto-Submitted."""
+    """Render an outbox record into the message: Re: subject, threading, Auto-Submitted.
+
+    Raises UnsendableAnswer for an address that cannot be sent to; ids that cannot be
+    written in a header are left out.
+    """
     events = {e.id: e for e in settings.events}
 
     def resolve(ids: Sequence[str]) -> list[Event]:
@@ -77,12 +124,14 @@ def build_answer(renderer: Renderer, settings: Settings, doc: Doc) -> OutgoingMe
         "now": datetime.fromisoformat(doc["created"]),  # "still open" as of the decision
     }
     headers = [("Auto-Submitted", "auto-replied")]  # RFC 3834 §5
-    if doc["in_reply_to"]:
+    if usable_ids([doc["in_reply_to"]]):
         headers.append(("In-Reply-To", doc["in_reply_to"]))
-    if doc["references"]:
-        headers.append(("References", " ".join(doc["references"])))
+    references = usable_ids(doc["references"])
+    if references:
+        headers.append(("References", " ".join(references)))
     return renderer.compose(
-        renderer.templates(doc["template"]), to_addr=doc["to"], to_name="", context=context,
+        renderer.templates(doc["template"]), to_addr=wire_address(doc["to"]), to_name="",
+        context=context,
         message_id=doc["message_id"], where=f"answer {doc['template']} to {doc['to']}",
         headers=headers, subject=doc["subject"],
     )
@@ -99,8 +148,14 @@ async def flush_outbox(store: Store, renderer: Renderer, settings: Settings,
                            or not store.has(SUPPRESSIONS, d["to"]))),
                      key=lambda d: d["created"])
     for position, doc in enumerate(waiting):
-        message = build_answer(renderer, settings, doc)
-        attempt = await session.send(doc["to"], message.data)
+        try:
+            message = build_answer(renderer, settings, doc)
+            attempt = await session.send(message.to, message.data)
+        except MailerError:
+            raise  # the configuration or the state, not this answer: stop and say so
+        except Exception as err:  # this answer alone: marked failed, the outbox goes on
+            await _give_up(store, doc, err, now=now, audit=audit)
+            continue
         update = {**doc, "attempts": doc["attempts"] + 1, "code": attempt.code,
                   "reply": attempt.text}
         if attempt.outcome is Outcome.SENT:
@@ -121,3 +176,23 @@ async def flush_outbox(store: Store, renderer: Renderer, settings: Settings,
                          inbound=doc["inbound"], code=attempt.code)
         log.info("answer %s to %s: %s", doc["template"], doc["to"], update["status"])
     return sent, pending
+
+
+async def _give_up(store: Store, doc: Doc, err: Exception, *, now: Callable[[], datetime],
+                   audit: AuditLog | None) -> None:
+    """An answer that could not be built or sent: failed for good, with why (issue 12).
+
+    Such a failure comes from what the answer holds (an address, a header) and would come
+    again on every pass; a temporary one is an SMTP reply and is retried.
+    """
+    error = f"{type(err).__name__}: {str(err)[:200]}".strip()
+    log_error = log.warning if isinstance(err, UnsendableAnswer) else log.exception
+    log_error("answer %s to %s cannot be sent: %s", doc["message_id"], doc["to"], error)
+    reason = Reason.of(Code.ANSWER_FAILED, error=error)
+    update = {**doc, "attempts": doc["attempts"] + 1, "status": AnswerStatus.FAILED,
+              "code": None, "reply": error, "error": reason.to_doc()}
+    await store.put(ANSWERS, doc["key"], update)
+    if audit:
+        audit.record("answer", at=now(), to=doc["to"], template=doc["template"],
+                     status=AnswerStatus.FAILED, message_id=doc["message_id"],
+                     inbound=doc["inbound"], code=None)

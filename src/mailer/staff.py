@@ -26,7 +26,7 @@ from mailer.models import (
 )
 from mailer.reading.classify import Classification, Kind
 from mailer.reading.decide import EventStatus, decide_registration
-from mailer.reading.understand import understand
+from mailer.reading.understand import Reading, understand
 from mailer.reading.validate import validate_draft
 from mailer.reasons import Code, Reason
 from mailer.settings import Settings
@@ -91,6 +91,19 @@ def mark_handled(store: Store, audit: AuditLog, key: str, *, now: datetime,
     return doc
 
 
+def _reading_of(doc: Doc, raw: bytes, received: datetime, settings: Settings) -> Reading:
+    """The message read again, or for one the reader fails on (issue 12) what its record
+    says: the clerk, who read the original, gives every field anyway."""
+    try:
+        return understand(raw, received=received, events=settings.events)
+    except Exception:
+        return Reading(key=doc["key"], received=received, sender=doc.get("sender", ""),
+                       subject=doc.get("subject", ""), message_id=doc.get("message_id", ""),
+                       refs=(), classification=Classification(Kind.OTHER,
+                                                              Reason.of(Code.BY_HAND)),
+                       automated=None, forged=None, own_text="", drafts=())
+
+
 def register_by_hand(store: Store, audit: AuditLog, settings: Settings, key: str,
                      values: dict[str, str], *, clock: Clock) -> Doc:
     """Register the person a reviewed message is about, with fields a human read from it.
@@ -101,7 +114,7 @@ def register_by_hand(store: Store, audit: AuditLog, settings: Settings, key: str
     doc = _waiting(store, key)
     raw = Path(doc["path"]).read_bytes()
     received = datetime.fromisoformat(doc["received"])
-    reading = understand(raw, received=received, events=settings.events)
+    reading = _reading_of(doc, raw, received, settings)
     registrant = validate_draft(values, sender=reading.sender, events=settings.events)
     if not registrant.complete:
         problems = "; ".join(f"{p.field}: {p.message}" for p in registrant.problems)

@@ -25,8 +25,8 @@ from mailer.imap_client import Fetched, ImapAuthError, ImapError, ImapInbox
 from mailer.models import ANSWERS, DELIVERIES, INBOUND, MAILBOX, META, DeliveryKind, Status
 from mailer.reading.classify import Kind
 from mailer.reading.decide import answer_allowed
-from mailer.reading.understand import Reading, answer_template, complete, reading_json
-from mailer.reading.workers import Readers
+from mailer.reading.understand import Reading, answer_template, complete, glimpse, reading_json
+from mailer.reading.workers import Read, Readers, ReadFailure
 from mailer.reasons import Code, Reason
 from mailer.render import Renderer
 from mailer.respond import answer_doc, flush_outbox
@@ -138,15 +138,15 @@ class Watcher:
         fetched += await inbox.fetch(large, headers_only=True)
         return fetched
 
-    def _read(self, fetched: list[Fetched]) -> asyncio.Future[list[Reading]]:
+    def _read(self, fetched: list[Fetched]) -> asyncio.Future[list[Read]]:
         """Start reading `fetched` (in worker processes when there are many)."""
         return self.readers.start([(f.data, f.received) for f in fetched])
 
     async def _process_batch(
         self, inbox: ImapInbox, batch: Sequence[tuple[int, int]], fetched: list[Fetched],
-        reading: asyncio.Future[list[Reading]], following: Sequence[tuple[int, int]],
+        reading: asyncio.Future[list[Read]], following: Sequence[tuple[int, int]],
         report: WatchReport,
-    ) -> tuple[list[Fetched], asyncio.Future[list[Reading]]]:
+    ) -> tuple[list[Fetched], asyncio.Future[list[Read]]]:
         """Record `fetched` (the messages of `batch`, being read by `reading`) in one journal
         line; returns the messages of `following` and their reading, which runs meanwhile."""
         running = [reading]
@@ -159,7 +159,7 @@ class Watcher:
             readings = await reading
             for item, read in sorted(zip(fetched, readings, strict=True),
                                      key=lambda pair: pair[0].uid):
-                kind = self._ingest(item, read, inbox.uidvalidity)
+                kind = self._ingest_isolated(item, read, inbox.uidvalidity)
                 if kind is not None:
                     report.new += 1
                     report.kinds[kind] += 1
@@ -200,6 +200,48 @@ class Watcher:
         report.answers_pending += pending
 
     # -- one message -------------------------------------------------------------------------
+
+    def _ingest_isolated(self, item: Fetched, read: Read, uidvalidity: int) -> str | None:
+        """`_ingest`, or, when reading or recording one message fails, the message kept raw
+        for review with the error: one message never stops the batch (issue 12)."""
+        if isinstance(read, ReadFailure):
+            return self._ingest_failure(item, read, uidvalidity)
+        try:
+            return self._ingest(item, read, uidvalidity)
+        except StateError:
+            raise  # the state, not this message, is at fault
+        except Exception as err:  # a bug met by this message alone
+            log.exception("uid %d: recording message %s failed; kept for review", item.uid,
+                          read.key)
+            failure = ReadFailure(read.key, read.received,
+                                  f"{type(err).__name__}: {str(err)[:200]}".strip())
+            return self._ingest_failure(item, failure, uidvalidity)
+
+    def _ingest_failure(self, item: Fetched, failure: ReadFailure,
+                        uidvalidity: int) -> str | None:
+        """Stage a message the reader failed on: raw, not answered, up for review."""
+        if self.store.has(INBOUND, failure.key):
+            return None
+        path = self.messages_dir / f"{failure.key}.eml"
+        self.raw_files.add(path, item.data)
+        sender, subject, message_id = glimpse(item.data)
+        reason = Reason.of(Code.READ_FAILED, error=failure.error).to_doc()
+        self.store.stage(INBOUND, failure.key, {
+            "uid": item.uid, "uidvalidity": uidvalidity, "size": item.size,
+            "headers_only": item.headers_only, "received": failure.received.isoformat(),
+            "sender": sender, "subject": subject, "message_id": message_id,
+            "kind": str(Kind.OTHER), "reason": reason, "automated": None, "path": str(path),
+            "invitation": None, "read": {"registrants": [], "errors": [], "bounced": []},
+            "review": reason, "processed": self.clock.now().isoformat(), "answer": None,
+            "refusal": None, "backlog": failure.received < self.watermark, "effects": {},
+        })
+        if self.audit:
+            self._receipts.append(dict(
+                at=self.clock.now(), message=failure.key, uid=item.uid, sender=sender,
+                kind=str(Kind.OTHER), answer=None, refusal=None))
+        log.warning("uid %d %s from %s: not read (%s); kept for review", item.uid,
+                    message_id or "(no id)", sender or "(unknown)", failure.error)
+        return str(Kind.OTHER)
 
     def _ingest(self, item: Fetched, read: Reading, uidvalidity: int) -> str | None:
         """Stage one message (`read`: what it says); None when it was processed before."""
@@ -334,6 +376,8 @@ class _RawFiles:
         self.pending: list[tuple[Path, bytes]] = []
 
     def add(self, path: Path, data: bytes) -> None:
+        if any(known == path for known, _ in self.pending):
+            return  # a message whose recording failed half-way is added again (issue 12)
         self.pending.append((path, data))
 
     def sync(self) -> None:

@@ -22,6 +22,10 @@ from mailer.settings import resolve_config_path
 
 log = logging.getLogger("mailer")
 
+# A bug, not a mistake in the configuration (exit 1) or the command line (exit 2): the
+# service unit restarts on it (deploy/mailer.service). EX_SOFTWARE of sysexits.h.
+EXIT_SOFTWARE = 70
+
 
 def _configure_logging(verbose: int) -> None:
     level = logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING
@@ -51,7 +55,8 @@ for _command in (*send.COMMANDS, *inbox.COMMANDS, *staff.COMMANDS, *tools.COMMAN
 
 
 def main(argv: list[str] | None = None) -> NoReturn:
-    """Entry point: MailerError → its exit code and one clear line, never a traceback."""
+    """Entry point: MailerError → its exit code and one clear line, never a traceback;
+    anything unexpected → its traceback in the log and EXIT_SOFTWARE (issue 12)."""
     try:
         cli.main(args=argv, prog_name="mailer", standalone_mode=False)
     except click.exceptions.Abort:
@@ -68,4 +73,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
     except KeyboardInterrupt:
         click.echo("interrupted; what was sent is recorded — rerun to resume", err=True)
         sys.exit(EXIT_PENDING)
+    except Exception:
+        log.exception("unexpected error (a bug: please report it with this traceback)")
+        sys.exit(EXIT_SOFTWARE)
     sys.exit(0)

@@ -89,11 +89,24 @@ def _parsed_header(name: str, value: str) -> Any:
     return policy.default.header_fetch_parse(name, value)
 
 
+class UnreadableMessage(ValueError):
+    """A message the reader cannot take apart at all; the caller keeps it for review."""
+
+
 def parse_bytes(raw: bytes) -> EmailMessage:
     """The stdlib parse with the modern policy; it tolerates anything but let us be sure."""
-    msg = message_from_bytes(raw, _ParsedOnce, policy=policy.default)
+    try:
+        msg = message_from_bytes(raw, _ParsedOnce, policy=policy.default)
+    except RecursionError as err:
+        # The stdlib parser recurses once per nested multipart: 1,000 of them (58 KB) exhaust
+        # the stack (issue 12). No reply is built so; it is kept for a human to look at.
+        raise UnreadableMessage("MIME parts nested too deeply to parse") from err
     assert isinstance(msg, EmailMessage)
     return msg
+
+
+# What separates the words of an address header: its addr-spec is a word with one "@".
+_ADDRESS_DELIMITERS = re.compile(r'[\s<>()\[\],;:"\\]+')
 
 
 def sender_of(msg: EmailMessage) -> str:
@@ -101,7 +114,41 @@ def sender_of(msg: EmailMessage) -> str:
     simple = simple_address(msg, "From")
     if simple is not None:
         return simple.lower()
-    return parseaddr(header_text(msg, "From"))[1].strip().lower()
+    value = header_text(msg, "From")
+    try:
+        return parseaddr(value)[1].strip().lower()
+    except RecursionError:
+        # parseaddr recurses once per "(": a From of 500 of them exhausts the stack (issue
+        # 12). The raw header is searched for an address instead; none is no sender.
+        return _address_in(value)
+
+
+def _address_in(value: str) -> str:
+    """The first word of `value` that looks like an address, lower-cased, or ""."""
+    words = _ADDRESS_DELIMITERS.split(value)  # linear: no backtracking on a long word
+    found = next((w for w in words if w.count("@") == 1 and w[0] != "@" and w[-1] != "@"), "")
+    return found.lower()
+
+
+_GLIMPSE_BYTES = 65536  # headers beyond this are not looked at
+_GLIMPSE_TEXT = 200  # characters kept of each value
+
+
+def glimpse(raw: bytes) -> tuple[str, str, str]:
+    """Sender, Subject and Message-ID as written, of a message the reader failed on.
+
+    No parser is involved (the parser may be what failed): the header block is split into
+    lines, unfolded, and the first of each header taken; "" for what is not there.
+    """
+    head = re.split(rb"\r?\n\r?\n", raw[:_GLIMPSE_BYTES], maxsplit=1)[0]
+    text = re.sub(r"\r?\n[ \t]+", " ", head.decode("utf-8", "replace"))
+    found: dict[str, str] = {}
+    for line in text.splitlines():
+        name, colon, value = line.partition(":")
+        if colon:
+            found.setdefault(name.strip().lower(), value.strip())
+    return (_address_in(found.get("from", "")), found.get("subject", "")[:_GLIMPSE_TEXT],
+            found.get("message-id", "")[:_GLIMPSE_TEXT])
 
 
 def thread_ids(msg: EmailMessage) -> tuple[str, ...]:

@@ -9,6 +9,9 @@ the watcher fetches the next batch and records the one before; what depends on t
 Workers are started only for batches of at least `min_batch` messages: a watcher that sees a
 reply now and then reads it itself and never starts one. Should a worker die, the batch is
 read in this process, and so is every later one (whatever killed it may kill the next).
+
+A message the reader fails on (any exception) becomes a `ReadFailure`, here and in the
+workers alike: the watcher keeps it for review and goes on with the batch (issue 12).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import datetime
 
-from mailer.reading.understand import Reading, read
+from mailer.reading.understand import Reading, message_key, read
 from mailer.settings import Event
 
 log = logging.getLogger(__name__)
@@ -71,15 +74,39 @@ def _exit_with(sentinel: int) -> None:
     os._exit(0)
 
 
-def _read_in_worker(items: Sequence[tuple[bytes, datetime]]) -> list[Reading]:
+@dataclass(frozen=True)
+class ReadFailure:
+    """A message the reader raised on: its identity and the error, for the review queue."""
+
+    key: str  # message_key of the raw bytes, as a Reading's: a rerun recognises it
+    received: datetime
+    error: str  # the exception's type and the start of its text
+
+
+Read = Reading | ReadFailure
+
+_ERROR_TEXT = 200  # characters of an exception's text kept (a hostile one may be huge)
+
+
+def _read_in_worker(items: Sequence[tuple[bytes, datetime]]) -> list[Read]:
     assert _worker_context is not None, "worker started without its context"
     return _read_all(_worker_context, items)
 
 
-def _read_all(context: _Context, items: Sequence[tuple[bytes, datetime]]) -> list[Reading]:
-    return [read(data, received=received, events=context.events,
-                 own_addresses=context.own_addresses, authserv_id=context.authserv_id)
-            for data, received in items]
+def _read_all(context: _Context, items: Sequence[tuple[bytes, datetime]]) -> list[Read]:
+    return [_read_one(context, data, received) for data, received in items]
+
+
+def _read_one(context: _Context, data: bytes, received: datetime) -> Read:
+    """One message read, or why not: one message never stops the batch (issue 12)."""
+    try:
+        return read(data, received=received, events=context.events,
+                    own_addresses=context.own_addresses, authserv_id=context.authserv_id)
+    except Exception as err:  # any bug or stdlib failure, for this message only
+        text = str(err)[:_ERROR_TEXT]
+        log.warning("cannot read message %s: %s: %s", message_key(data), type(err).__name__,
+                    text, exc_info=not isinstance(err, RecursionError))
+        return ReadFailure(message_key(data), received, f"{type(err).__name__}: {text}".strip())
 
 
 class Readers:
@@ -93,19 +120,19 @@ class Readers:
         self.min_batch = min_batch
         self._pool: ProcessPoolExecutor | None = None
 
-    def start(self, items: Sequence[tuple[bytes, datetime]]) -> asyncio.Future[list[Reading]]:
+    def start(self, items: Sequence[tuple[bytes, datetime]]) -> asyncio.Future[list[Read]]:
         """Start reading `items` (raw message, received time) at once; the future gives the
         readings in the same order. Large batches go to the workers before this returns, so
         they read while the caller goes on (a coroutine would start only at its next await).
         """
         if self.workers < 1 or len(items) < self.min_batch:
-            done: asyncio.Future[list[Reading]] = asyncio.get_running_loop().create_future()
+            done: asyncio.Future[list[Read]] = asyncio.get_running_loop().create_future()
             done.set_result(_read_all(self.context, items))
             return done
         pool = self._ensure_pool()
         loop = asyncio.get_running_loop()
         size = -(-len(items) // self.workers)  # one chunk per worker
-        parts: list[asyncio.Future[list[Reading]]] = []
+        parts: list[asyncio.Future[list[Read]]] = []
         try:
             for start in range(0, len(items), size):
                 parts.append(loop.run_in_executor(pool, _read_in_worker,
@@ -116,8 +143,8 @@ class Readers:
             return self._fall_back(err, items)
         return asyncio.ensure_future(self._collect(parts, items))
 
-    async def _collect(self, parts: list[asyncio.Future[list[Reading]]],
-                       items: Sequence[tuple[bytes, datetime]]) -> list[Reading]:
+    async def _collect(self, parts: list[asyncio.Future[list[Read]]],
+                       items: Sequence[tuple[bytes, datetime]]) -> list[Read]:
         try:
             done = await asyncio.gather(*parts)
         except BrokenProcessPool as err:
@@ -125,7 +152,7 @@ class Readers:
         return [reading for part in done for reading in part]
 
     def _fall_back(self, err: BaseException,
-                   items: Sequence[tuple[bytes, datetime]]) -> asyncio.Future[list[Reading]]:
+                   items: Sequence[tuple[bytes, datetime]]) -> asyncio.Future[list[Read]]:
         # Not started again: a message that killed its reader would kill the next one too.
         log.warning("a reader process died (%s); reading %d messages here, and every message "
                     "from now on", err, len(items))

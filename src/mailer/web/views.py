@@ -13,7 +13,6 @@ from markupsafe import Markup, escape
 
 from mailer.campaign import SendReport, plan
 from mailer.contacts import Contact
-from mailer.errors import MailerError
 from mailer.export import registration_records
 from mailer.models import AnswerStatus, DeliveryKind, RegistrationStatus, Status
 from mailer.reading.classify import Kind
@@ -231,9 +230,15 @@ def message_view(doc: Doc, settings: Settings) -> MessageView:
         return view
     if doc.get("headers_only"):
         view.missing = "Wiadomość zbyt duża: zachowano tylko nagłówki."
-    view.reading = understand(
-        raw, received=datetime.fromisoformat(doc["received"]), events=settings.events,
-        own_addresses=settings.own_addresses, authserv_id=settings.answers.trusted_authserv_id)
+    try:
+        view.reading = understand(
+            raw, received=datetime.fromisoformat(doc["received"]), events=settings.events,
+            own_addresses=settings.own_addresses,
+            authserv_id=settings.answers.trusted_authserv_id)
+    except Exception as err:  # a page never answers 500 for data (issue 12)
+        view.missing = f"Nie udało się odczytać wiadomości ({type(err).__name__}): " \
+                       "pobierz oryginał (.eml)."
+        return view
     view.drafts = [dict(d.values) for d in view.reading.drafts]
     view.from_quoted = any(d.from_quoted for d in view.reading.drafts)
     view.registrants = [validate_draft(values, sender=view.reading.sender,
@@ -280,7 +285,7 @@ def answer_text(renderer: Renderer, settings: Settings, doc: Doc) -> str:
     """The answer as the service built it (the same renderer and outbox record)."""
     try:
         message = build_answer(renderer, settings, doc)
-    except (MailerError, KeyError) as err:
+    except Exception as err:  # MailerError, a damaged record, an unsendable answer (issue 12)
         return f"(nie można odtworzyć treści: {err})"
     return body_text(parse_bytes(message.data))
 
