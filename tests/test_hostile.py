@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from mailer.errors import DeliveryError
 from mailer.reading.headers import dmarc_failure
 from mailer.reading.parse import MAX_FORMS, html_to_text, read_forms
-from mailer.reading.understand import parse_bytes, reading_json, understand
+from mailer.reading.understand import MAX_HEADER_CHARS, parse_bytes, reading_json, understand
 from mailer.reading.validate import match_events
 from mailer.settings import Event, SmtpSettings
 from mailer.smtp_client import SmtpSession
@@ -231,3 +231,16 @@ def test_thousands_of_forms_are_read_up_to_the_limit() -> None:
     drafts = read_forms("".join(form.format(n=n) for n in range(1_500)))
     assert len(drafts) == MAX_FORMS + 1
     assert drafts[-1].values["name"] == f"Osoba {MAX_FORMS}"
+
+
+def test_huge_headers_are_read_only_so_far() -> None:
+    """A From of 60,000 addresses and a 1 MB Subject of encoded words are read up to
+    MAX_HEADER_CHARS (the stdlib parser is superlinear): the first sender still counts."""
+    senders = ",\r\n ".join(f"a{n}@x.pl" for n in range(60_000))
+    subject = "\r\n ".join(["=?utf-8?q?=C5=81=C3=B3d=C5=BA?="] * 30_000)
+    raw = (f"From: {senders}\r\nSubject: {subject}\r\nTo: rejestracja@example.com\r\n\r\n"
+           "Dzień dobry\r\n").encode()
+    reading = understand(raw, received=RECEIVED, events=EVENTS)
+    assert reading.sender == "a0@x.pl"
+    assert reading.subject.startswith("ŁódźŁódź")  # RFC 2047: no space between words
+    assert len(reading.subject) < MAX_HEADER_CHARS
