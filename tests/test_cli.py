@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from mailer.doctor import Level, check_security
 from tests.conftest import REPO, Workspace
 
 
@@ -101,3 +102,58 @@ def test_bad_rehearsal_clock_is_explained(make_workspace: Any) -> None:
     ws = make_workspace()
     result = ws.run("check", now="2020-10-19 09:00")
     assert result.returncode == 1 and "+02:00" in result.stderr
+
+
+def set_transport(ws: Workspace, table: str, host: str, *extra: str) -> None:
+    """Point [table] at `host` with no TLS and a login (the smtp table has none by default)."""
+    lines = [f'host = "{host}"', 'security = "none"', *extra]
+    if table == "smtp":
+        lines.append('username = "organizer"')
+    replace_in_config(ws, f'[{table}]\nhost = "127.0.0.1"', f"[{table}]\n" + "\n".join(lines))
+
+
+@pytest.mark.parametrize("table", ["smtp", "imap"])
+def test_clear_text_login_to_another_host_is_refused(make_workspace: Any, table: str) -> None:
+    """A login without TLS to a host that is not loopback exits 1 naming file, table, key."""
+    ws = make_workspace()
+    set_transport(ws, table, "mail.example.gov.pl")
+    result = ws.run("check")
+    assert result.returncode == 1, result.stdout
+    assert f"{ws.config}: [{table}] security" in result.stderr
+    assert "in clear to mail.example.gov.pl" in result.stderr
+    assert f"[{table}] allow_plaintext_login = true" in result.stderr  # the hint
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(("table", "host", "extra"), [
+    ("smtp", "localhost", ()), ("imap", "127.0.0.2", ()), ("smtp", "::1", ()),
+    ("imap", "mail.example.gov.pl", ("allow_plaintext_login = true",)),
+    ("smtp", "relay.example.gov.pl", ("allow_plaintext_login = true",)),
+])
+def test_clear_text_login_on_loopback_or_when_allowed(make_workspace: Any, table: str, host: str,
+                                                      extra: tuple[str, ...]) -> None:
+    """Loopback needs no TLS; another host only with allow_plaintext_login = true."""
+    ws = make_workspace()
+    set_transport(ws, table, host, *extra)
+    result = ws.run("check")
+    assert result.returncode == 0, result.stderr
+
+
+def test_allow_plaintext_login_must_be_a_boolean(make_workspace: Any) -> None:
+    """allow_plaintext_login = "yes" is a mistake named by file and key."""
+    ws = make_workspace()
+    set_transport(ws, "imap", "mail.example.gov.pl", 'allow_plaintext_login = "yes"')
+    result = ws.run("check")
+    assert result.returncode == 1 and "[imap] allow_plaintext_login" in result.stderr
+
+
+@pytest.mark.parametrize("table", ["smtp", "imap"])
+def test_doctor_warns_of_clear_text_logins(table: str) -> None:
+    """doctor names a password sent in clear for SMTP and IMAP alike; loopback is fine."""
+    [allowed] = check_security(table, "none", "organizer", "mail.example.gov.pl")
+    assert allowed.level is Level.WARN and "password for 'organizer'" in allowed.detail
+    [anonymous] = check_security(table, "none", "", "mail.example.gov.pl")
+    assert anonymous.level is Level.WARN and "in clear" in anonymous.detail
+    [local] = check_security(table, "none", "organizer", "127.0.0.1")
+    assert local.level is Level.OK
+    assert check_security(table, "tls", "organizer", "mail.example.gov.pl") == []

@@ -49,6 +49,53 @@ def test_torn_journal_tail_is_dropped(tmp_path: Path) -> None:
     assert sorted(reopened.keys("t")) == ["k1", "k2", "k4"]
 
 
+def journal_of(tmp_path: Path, *lines: bytes) -> bytes:
+    """Write a journal of `lines` (records or damage) as a crash would leave it; its bytes."""
+    raw = b"".join(lines)
+    (tmp_path / "journal.jsonl").write_bytes(raw)
+    return raw
+
+
+RECORD = b'{"tx":[{"t":"t","k":"k%d","v":{"n":%d}}]}\n'
+
+
+@pytest.mark.parametrize("damage", [b'{"t":"t","k":"k2","v":{"n"\n', b"\x00\x00\x00\n",
+                                    b"42\n", b'{"tx":[{"t":"t"}]}\n'])
+@pytest.mark.parametrize("writer", [True, False])
+def test_damaged_middle_line_stops_and_keeps_the_journal(tmp_path: Path, damage: bytes,
+                                                         writer: bool) -> None:
+    """A bad line with records after it is a StateError naming the line; nothing is cut."""
+    raw = journal_of(tmp_path, RECORD % (1, 1), damage, RECORD % (3, 3), RECORD % (4, 4))
+    with pytest.raises(StateError, match=r"journal\.jsonl: line 2 is damaged") as caught:
+        Store.open(tmp_path, writer=writer)
+    assert caught.value.hint is not None and "line 2" in caught.value.hint
+    assert "backup" in caught.value.hint
+    assert (tmp_path / "journal.jsonl").read_bytes() == raw
+    assert not (tmp_path / "mailer.json").exists()
+
+
+def test_damaged_line_removed_by_hand_loads_the_rest(tmp_path: Path) -> None:
+    """Following the hint (the bad line deleted) brings back every later transaction."""
+    journal_of(tmp_path, RECORD % (1, 1), RECORD % (3, 3), b"\n", RECORD % (4, 4))
+    with open_state(tmp_path, writer=True) as store:
+        assert sorted(store.keys("t")) == ["k1", "k3", "k4"]
+
+
+@pytest.mark.parametrize("tail", [b'{"tx":[{"t":"t","k":"k3"', b"garbage\n", b"\x00" * 40,
+                                  b'{"tx":[{"t":"t","k":"k3","v":{"n":3}}]}'])
+def test_only_the_torn_last_line_is_dropped(tmp_path: Path, tail: bytes) -> None:
+    """The last line, cut short or unreadable, is dropped by a writer; a reader leaves it."""
+    whole = journal_of(tmp_path, RECORD % (1, 1), RECORD % (2, 2))
+    raw = journal_of(tmp_path, whole, tail)
+    reader = Store.open(tmp_path, writer=False)
+    assert sorted(reader.keys("t")) == ["k1", "k2"]
+    assert (tmp_path / "journal.jsonl").read_bytes() == raw  # readers never repair
+    store = Store.open(tmp_path, writer=True)
+    assert sorted(store.keys("t")) == ["k1", "k2"]
+    assert (tmp_path / "journal.jsonl").read_bytes() == whole
+    store.close()
+
+
 def test_crash_between_fold_and_reset_replays_harmlessly(tmp_path: Path) -> None:
     """If the journal survives a fold, replaying it over TinyDB changes nothing."""
     store = Store.open(tmp_path, writer=True)

@@ -13,7 +13,7 @@ import dns.resolver
 
 from mailer.errors import MailerError
 from mailer.imap_client import ImapError, ImapInbox
-from mailer.settings import Settings
+from mailer.settings import Settings, is_loopback, plaintext_login
 from mailer.smtp_client import tls_context
 
 
@@ -46,10 +46,7 @@ async def check_smtp(settings: Settings) -> list[Finding]:
         await client.connect()
         findings.append(Finding("smtp connect", Level.OK,
                                 f"{where} answers (security: {s.security})"))
-        if s.security == "none":
-            findings.append(Finding("smtp security", Level.WARN,
-                                    "no TLS: fine on 127.0.0.1, never over the internet; "
-                                    "set [smtp] security = starttls (587) or tls (465)"))
+        findings += check_security("smtp", s.security, s.username, s.host)
         if s.username:
             await client.login(s.username, s.password() or "")
             findings.append(Finding("smtp login", Level.OK, f"logged in as {s.username}"))
@@ -79,17 +76,18 @@ def _smtp_advice(where: str, security: str, err: BaseException) -> str:
 async def check_imap(settings: Settings) -> list[Finding]:
     """Log in, open the folder, look for IDLE; read nothing."""
     s = settings.imap
+    security = check_security("imap", s.security, s.username, s.host)
     inbox = ImapInbox(s, s.password())
     try:
         await inbox.connect()
     except ImapError as err:
         await inbox.close()
-        return [Finding("imap", Level.FAIL, f"{err}; check [imap] host, port, security, "
-                        f"username and ${s.password_env}")]
+        return [*security, Finding("imap", Level.FAIL, f"{err}; check [imap] host, port, "
+                                   f"security, username and ${s.password_env}")]
     try:
-        findings = [Finding("imap login", Level.OK,
-                            f"{inbox.where}: folder {s.folder!r} open, "
-                            f"UIDVALIDITY {inbox.uidvalidity}")]
+        findings = [*security, Finding("imap login", Level.OK,
+                                       f"{inbox.where}: folder {s.folder!r} open, "
+                                       f"UIDVALIDITY {inbox.uidvalidity}")]
         if inbox.has_idle:
             findings.append(Finding("imap idle", Level.OK, "IDLE offered: replies in seconds"))
         else:
@@ -98,6 +96,23 @@ async def check_imap(settings: Settings) -> list[Finding]:
         return findings
     finally:
         await inbox.close()
+
+
+def check_security(table: str, security: str, username: str, host: str) -> list[Finding]:
+    """What crosses the network in clear with `security = "none"` (issue 12: IMAP too)."""
+    if security != "none":
+        return []  # TLS, with the certificate verified when connecting
+    tls = "starttls (587) or tls (465)" if table == "smtp" else "tls (993)"
+    if plaintext_login(security, username, host):  # only with allow_plaintext_login
+        return [Finding(f"{table} security", Level.WARN,
+                        f"no TLS: the password for {username!r} goes to {host} in clear "
+                        f"([{table}] allow_plaintext_login = true); set [{table}] security = "
+                        f"{tls}")]
+    if not is_loopback(host):
+        return [Finding(f"{table} security", Level.WARN,
+                        f"no TLS: messages (personal data) go to {host} in clear; set "
+                        f"[{table}] security = {tls}")]
+    return [Finding(f"{table} security", Level.OK, f"no TLS: {host} is this machine")]
 
 
 def check_dns(settings: Settings, *, timeout: float = 3.0) -> list[Finding]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -21,6 +22,7 @@ from mailer.models import (
     Suppression,
     SuppressionReason,
 )
+from mailer.reading.classify import Kind
 from mailer.store import Doc, Store, fsync_dir
 
 log = logging.getLogger(__name__)
@@ -39,7 +41,8 @@ class Erasure:
 
 def forget(store: Store, audit: AuditLog, address: str, *, now: datetime,
            suppress: bool = True) -> Erasure:
-    """Remove the person's data from every table, their raw messages and the audit log.
+    """Remove the person's data from every table, their raw messages (and the bounce notices
+    about their address) and the audit log.
 
     Keeps a salted hash in `suppressions` (with `suppress`) so they are never mailed again,
     and anonymous traces (a delivery without address) so counts stay right.
@@ -52,7 +55,7 @@ def forget(store: Store, audit: AuditLog, address: str, *, now: datetime,
     for doc in registrations:
         store.stage_delete(REGISTRATIONS, doc["key"])
     for doc in store.all(INBOUND):
-        if doc.get("sender") == key or doc["key"] in messages:
+        if doc.get("sender") == key or doc["key"] in messages or _bounce_names(doc, key):
             erasure.files += _remove_file(doc.get("path"))
             store.stage_delete(INBOUND, doc["key"])
     for doc in store.all(ANSWERS):
@@ -71,6 +74,25 @@ def forget(store: Store, audit: AuditLog, address: str, *, now: datetime,
                  files=erasure.files)
     audit.flush()
     return erasure
+
+
+def _bounce_names(doc: Doc, key: str) -> bool:
+    """Whether `doc` is a DSN about `key`: its record lists the address, or its raw bytes
+    hold it (a delay notice lists none; issue 12). Such a notice is the person's data too:
+    it goes whole, as their own messages do, other addresses it names included."""
+    if doc.get("kind") != Kind.BOUNCE:
+        return False
+    read, effects = doc.get("read") or {}, doc.get("effects") or {}
+    listed = [*read.get("bounced", []), *effects.get("suppressed", [])]
+    if key in (a.lower() for a in listed):
+        return True
+    try:
+        raw = Path(doc.get("path") or "").read_bytes()
+    except OSError:  # already gone, or no path
+        return False
+    # The whole address, not the tail of a longer one (ala@x.pl in mala@x.pl).
+    whole = rb"(?<![\w.+-])" + re.escape(key.encode()) + rb"(?![\w.-])"
+    return re.search(whole, raw.lower()) is not None
 
 
 def _person_registrations(store: Store, key: str) -> list[Doc]:

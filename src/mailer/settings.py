@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import tomllib
 from collections.abc import Callable, Mapping
@@ -70,6 +71,7 @@ class SmtpSettings:
     timeout: float = 30.0
     quota_pause: float = 60.0
     ca_file: str = ""
+    allow_plaintext_login: bool = False  # AUTH without TLS to a host that is not loopback
 
     def password(self) -> str | None:
         """The SMTP password from `password_env`, or None when no AUTH is configured."""
@@ -89,6 +91,7 @@ class ImapSettings:
     processed_folder: str = ""
     poll_seconds: float = 60.0
     max_message_bytes: int = 10 * 1024 * 1024
+    allow_plaintext_login: bool = False  # LOGIN without TLS to a host that is not loopback
 
     def password(self) -> str | None:
         """The IMAP password from `password_env`."""
@@ -162,6 +165,22 @@ def _secret(username: str, env: str, table: str) -> str | None:
             hint=f"export {env}=… before running, or leave [{table}] username empty",
         )
     return value
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` names this machine (127.0.0.0/8, ::1, localhost): no wire to listen on."""
+    name = host.strip().strip("[]").rstrip(".").lower()
+    if name == "localhost" or name.endswith(".localhost"):  # RFC 6761 §6.3
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def plaintext_login(security: str, username: str, host: str) -> bool:
+    """Whether a password would cross the network in clear: a login, no TLS, not loopback."""
+    return bool(username) and security == "none" and not is_loopback(host)
 
 
 def resolve_config_path(option: str | None) -> Path:
@@ -250,6 +269,25 @@ class _Loader:
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             raise self.fail(f"[{where}] {key}", f"a whole number from {low} to {high}", value)
         return value
+
+    def flag(self, tab: Mapping[str, Any], where: str, key: str, default: bool) -> bool:
+        value = tab.get(key, default)
+        if not isinstance(value, bool):
+            raise self.fail(f"[{where}] {key}", "true or false", value)
+        return value
+
+    def refuse_plaintext_login(self, where: str, security: str, username: str, host: str,
+                               allowed: bool) -> None:
+        """A login over an unencrypted link to another host sends the password in clear
+        (SMTP AUTH PLAIN, IMAP LOGIN): refused unless the file allows it (issue 12)."""
+        if allowed or not plaintext_login(security, username, host):
+            return
+        tls = '"starttls" (port 587) or "tls" (465)' if where == "smtp" else '"tls" (port 993)'
+        raise ConfigError(
+            f"{self.path}: [{where}] security: \"none\" with [{where}] username set would send "
+            f"the password for {username!r} in clear to {host}",
+            hint=f"set [{where}] security = {tls}; or, only on a network you trust, "
+                 f"[{where}] allow_plaintext_login = true")
 
     def seconds(self, tab: Mapping[str, Any], where: str, key: str, default: float) -> float:
         value = tab.get(key, default)
@@ -368,13 +406,13 @@ class _Loader:
     def smtp(self, raw: Mapping[str, Any]) -> SmtpSettings:
         keys = {"host", "port", "security", "username", "password_env", "envelope_from",
                 "connections", "rate_per_minute", "max_attempts", "timeout", "quota_pause",
-                "ca_file"}
+                "ca_file", "allow_plaintext_login"}
         tab = self.table(raw, "smtp", keys)
         d = SmtpSettings()
         envelope = self.string(tab, "smtp", "envelope_from", "")
         if envelope:
             envelope = parseaddr(self.address(tab, "smtp", "envelope_from", display=False))[1]
-        return SmtpSettings(
+        smtp = SmtpSettings(
             host=self.string(tab, "smtp", "host", d.host, nonempty=True),
             port=self.int_in(tab, "smtp", "port", 1, 65535, d.port),
             security=self.choice(tab, "smtp", "security", SECURITY_SMTP, d.security),
@@ -388,7 +426,12 @@ class _Loader:
             timeout=self.seconds(tab, "smtp", "timeout", d.timeout),
             quota_pause=self.seconds(tab, "smtp", "quota_pause", d.quota_pause),
             ca_file=self.string(tab, "smtp", "ca_file", d.ca_file),
+            allow_plaintext_login=self.flag(tab, "smtp", "allow_plaintext_login",
+                                            d.allow_plaintext_login),
         )
+        self.refuse_plaintext_login("smtp", smtp.security, smtp.username, smtp.host,
+                                    smtp.allow_plaintext_login)
+        return smtp
 
     def answers(self, raw: Mapping[str, Any]) -> AnswerSettings:
         keys = {"max_per_sender_per_day", "trusted_authserv_id", "max_registrants_per_sender"}
@@ -400,15 +443,16 @@ class _Loader:
             trusted_authserv_id=self.string(tab, "answers", "trusted_authserv_id",
                                             d.trusted_authserv_id),
             max_registrants_per_sender=self.int_in(tab, "answers", "max_registrants_per_sender",
-                                                   1, 100_000, d.max_registrants_per_sender),
+                                                   # the reader reads at most 1,000 forms
+                                                   1, 1_000, d.max_registrants_per_sender),
         )
 
     def imap(self, raw: Mapping[str, Any]) -> ImapSettings:
         keys = {"host", "port", "security", "username", "password_env", "folder",
-                "processed_folder", "poll_seconds", "max_message_bytes"}
+                "processed_folder", "poll_seconds", "max_message_bytes", "allow_plaintext_login"}
         tab = self.table(raw, "imap", keys)
         d = ImapSettings()
-        return ImapSettings(
+        imap = ImapSettings(
             host=self.string(tab, "imap", "host", d.host, nonempty=True),
             port=self.int_in(tab, "imap", "port", 1, 65535, d.port),
             security=self.choice(tab, "imap", "security", SECURITY_IMAP, d.security),
@@ -419,4 +463,9 @@ class _Loader:
             poll_seconds=self.seconds(tab, "imap", "poll_seconds", d.poll_seconds),
             max_message_bytes=self.int_in(tab, "imap", "max_message_bytes", 1024, 2**31,
                                           d.max_message_bytes),
+            allow_plaintext_login=self.flag(tab, "imap", "allow_plaintext_login",
+                                            d.allow_plaintext_login),
         )
+        self.refuse_plaintext_login("imap", imap.security, imap.username, imap.host,
+                                    imap.allow_plaintext_login)
+        return imap

@@ -201,12 +201,16 @@ class Journal:
         return self._io
 
     def read(self, *, repair: bool) -> list[Doc]:
-        """Every complete record; with `repair`, cut off a torn tail so appends stay clean."""
+        """Every complete record; with `repair`, cut off a torn tail so appends stay clean.
+
+        Only the last line can be torn by a crash (issue 12): a damaged line followed by
+        others is a StateError, and the file is left as it is.
+        """
         try:
             raw = self.path.read_bytes()
         except FileNotFoundError:
             return []
-        records, good = _parse_lines(raw)
+        records, good = _parse_lines(raw, self.path)
         if repair and good < len(raw):
             log.warning("%s: dropping %d bytes of a torn last record", self.path, len(raw) - good)
             with open(self.path, "r+b") as handle:
@@ -286,18 +290,52 @@ def _record(table: str, key: str, raw: Raw | None) -> bytes:
 
 
 
-def _parse_lines(raw: bytes) -> tuple[list[Doc], int]:
+def _parse_lines(raw: bytes, path: Path) -> tuple[list[Doc], int]:
+    """The records of a journal and the length of its whole part.
+
+    A crash can tear only the last line (cut short, or garbage where it did not reach the
+    disk): it is left out of that length. A bad line with lines after it is damage, not a
+    crash, and cutting the journal there would lose every later transaction without a word:
+    that is a StateError naming the line (issue 12).
+    """
     records: list[Doc] = []
     good = 0
-    for line in raw.splitlines(keepends=True):
-        if not line.endswith(b"\n"):
+    lines = raw.split(b"\n")  # json escapes every \n inside a record
+    last = len(lines) - 1  # the text after the last newline ("" for a whole journal)
+    for number, line in enumerate(lines, start=1):
+        record = _parse_record(line) if number <= last else None
+        if record is not None:
+            records.append(record)
+        elif line.strip() and any(rest.strip() for rest in lines[number:]):
+            raise _damaged(path, number)
+        elif line.strip():  # the torn last record: left out of `good`
             break
-        try:
-            records.append(json.loads(line))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            break
-        good += len(line)
+        good += len(line) + (number <= last)
     return records, good
+
+
+def _parse_record(line: bytes) -> Doc | None:
+    """A journal line as a record (one change, or a {"tx": [...]} of them), or None."""
+    try:
+        record = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    if not isinstance(record, dict):
+        return None
+    changes = record.get("tx", [record])
+    if not isinstance(changes, list) or not all(
+            isinstance(c, dict) and {"t", "k", "v"} <= c.keys() for c in changes):
+        return None
+    return record
+
+
+def _damaged(path: Path, number: int) -> StateError:
+    return StateError(
+        f"{path}: line {number} is damaged and has records after it: it is not a record "
+        "torn by a crash, so the journal was left as it is",
+        hint=f"copy the folder {path.parent} somewhere safe first; then remove or fix line "
+             f"{number} of {path.name} (the transactions on it are lost) and run again, "
+             "or restore the state folder from a backup")
 
 
 class Store:
@@ -337,10 +375,15 @@ class Store:
         return store
 
     def _load(self) -> None:
-        for _ in range(5):
+        for attempt in range(5):
             inode = _inode(self.db_path)
             tables = _read_db(self.db_path)
-            records = self.journal.read(repair=self.writer)
+            try:
+                records = self.journal.read(repair=self.writer)
+            except StateError:
+                if attempt < 4 and _inode(self.db_path) != inode:  # emptied by a fold meanwhile
+                    continue
+                raise
             if _inode(self.db_path) == inode:  # no fold happened while we read
                 break
         for record in records:
