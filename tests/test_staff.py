@@ -105,13 +105,9 @@ Message-ID: {message_id}
 """.replace("\n", "\r\n").encode()
 
 
-def test_forget_erases_bounces_naming_the_address(make_workspace: Any,
-                                                  smtp_sink: tuple[SmtpSink, int],
-                                                  mailbox: tuple[Dovecot, str]) -> None:
+def test_forget_erases_bounces_naming_the_address(inbox_ws: Any) -> None:
     """`forget` deletes the DSNs about the address (failed and delayed): raw .eml and record."""
-    _, port = smtp_sink
-    server, user = mailbox
-    ws = make_workspace(port=port, imap_port=server.port, imap_user=user)
+    ws, _sink, server, user = inbox_ws
     ws.run("send", "--yes", check=True)
     sent = {d["contact"]: d for d in table(ws, DELIVERIES)}
     for action in ("failed", "delayed"):
