@@ -262,6 +262,23 @@ async def test_daily_answer_limit(inbox_ws: Any, make_workspace: Any,
     assert len(table(limited, INBOUND)) == 4
 
 
+async def test_daily_answer_limit_counts_the_mailbox_not_its_tags(
+        inbox_ws: Any, make_workspace: Any, smtp_sink: tuple[SmtpSink, int]) -> None:
+    """Replies from victim+1@ … victim+4@ share one daily allowance: they reach one mailbox."""
+    _ws, sink, server, user = inbox_ws
+    limited = make_workspace(port=smtp_sink[1], imap_port=server.port, imap_user=user,
+                             max_answers=2, name="limited")
+    senders = [f"Ofiara+{n}@kielce.example.com" for n in range(1, 5)]
+    for n, sender in enumerate(senders):
+        server.append(user, reply(sender, form(city="Kielce", name=f"Osoba Numer{n}")),
+                      ON_TIME + timedelta(minutes=n))
+    await watch_once(limited)
+    answered = [m for m in sink.messages if m.rcpt_tos[0].lower() in
+                {s.lower() for s in senders}]
+    assert len(answered) == 2
+    assert len(table(limited, INBOUND)) == 4
+
+
 async def test_smtp_down_while_answering(inbox_ws: Any) -> None:
     """With the SMTP server refusing, the answers wait; once it is back each is sent once."""
     ws, sink, server, user = inbox_ws

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mailer.reading.validate import Problem, Registrant, match_events, validate_draft
+from mailer.reading.validate import INVALID, Problem, Registrant, match_events, validate_draft
 from mailer.settings import Event
 from tests.events import EVENTS, PIM, SMART_CITY
 
@@ -268,3 +268,25 @@ def test_empty_draft_lists_every_required_field() -> None:
     assert [(p.field, p.code) for p in result.problems] == [
         ("event", "missing"), ("name", "missing"), ("city", "missing"), ("email", "missing")]
     assert all(p.message.endswith(".") for p in result.problems)
+
+
+@pytest.mark.parametrize("field", ["name", "position", "city"])
+def test_a_value_longer_than_any_real_one_is_refused_not_repeated(field: str) -> None:
+    """A 10 KB name, position or city makes the form incomplete; the answer asks to shorten
+    it and repeats none of it."""
+    values = {"event": "pim", "name": "Jan Kowalski", "city": "Gdynia",
+              "position": "Naczelnik", field: "Naczelnik " * 1_000}
+    registrant = validate_draft(values, sender="jan@gdynia.pl", events=EVENTS)
+    assert not registrant.complete
+    assert [(p.field, p.code) for p in registrant.problems] == [(field, INVALID)]
+    assert "Naczelnik Naczelnik" not in registrant.problems[0].message
+    assert getattr(registrant, field) is None
+
+
+def test_the_longest_real_position_is_kept() -> None:
+    """A long but real position (under 200 characters) is taken as written."""
+    position = ("Zastępca Dyrektora Wydziału Strategii i Rozwoju Miasta w Urzędzie Miasta "
+                "Stołecznego Warszawy, pełnomocnik Prezydenta ds. inteligentnego miasta")
+    values = {"event": "pim", "name": "Jan Kowalski", "city": "Warszawa", "position": position}
+    registrant = validate_draft(values, sender="jan@um.warszawa.pl", events=EVENTS)
+    assert registrant.complete and registrant.position == position

@@ -68,8 +68,18 @@ class _Index:
 
     def add_answer(self, doc: Doc) -> None:
         self.answer_inbound[doc["message_id"]] = doc["inbound"]
-        self.answers_by_sender[doc["to"]] = (*self.answers_by_sender.get(doc["to"], ()),
-                                             doc["key"])
+        mailbox = untagged(doc["to"])
+        self.answers_by_sender[mailbox] = (*self.answers_by_sender.get(mailbox, ()), doc["key"])
+
+
+def untagged(address: str) -> str:
+    """The mailbox an address delivers to: lower case, without a `+tag` (RFC 5233 subaddress).
+
+    The daily answer limit counts mailboxes: `victim+1@…` to `victim+7@…` all reach one
+    person, who must not get seven answers a day a stranger asked for (issue 12).
+    """
+    local, at, domain = address.lower().rpartition("@")
+    return f"{local.split('+', 1)[0] or local}@{domain}" if at else address.lower()
 
 
 class Ledger:
@@ -99,7 +109,8 @@ class Ledger:
     def answers_today(self, sender: str) -> int:
         zone = self.settings.campaign.timezone
         today = self.clock.now().astimezone(zone).date()
-        answers = (self.store.get(ANSWERS, k) for k in self.index.answers_by_sender.get(sender, ()))
+        keys = self.index.answers_by_sender.get(untagged(sender), ())
+        answers = (self.store.get(ANSWERS, k) for k in keys)
         return sum(1 for a in answers
                    if a and a["status"] != AnswerStatus.FAILED
                    and datetime.fromisoformat(a["created"]).astimezone(zone).date() == today)

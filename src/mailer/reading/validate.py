@@ -236,9 +236,23 @@ def _check_events(value: str, events: Sequence[Event]) -> tuple[tuple[str, ...],
 _MIN_LETTERS = 2
 
 
+# A name, a position, a city: the longest real ones ("Naczelnik Wydziału … Urzędu Miasta
+# Stołecznego Warszawy") stay well under this. Longer is no answer's business to repeat: a
+# stranger's 10 KB "position" would go out in a ministry's confirmation (issue 12).
+MAX_TEXT = 200
+
+
+def _too_long(value: str, field_name: str, label: str) -> list[Problem]:
+    if len(_tidy(value)) <= MAX_TEXT:
+        return []
+    return [Problem(field_name, f"Pole „{label}” jest za długie – prosimy wpisać najwyżej "
+                    f"{MAX_TEXT} znaków.", INVALID)]
+
+
 def _check_text(value: str, field_name: str, label: str, wanted: str) -> tuple[str | None,
                                                                               list[Problem]]:
-    """A required free-text field (name, city): present, not a placeholder, has letters."""
+    """A required free-text field (name, city): present, not a placeholder, has letters, not
+    longer than MAX_TEXT."""
     if not value.strip():
         return None, [Problem(field_name, f"Pole „{label}” jest puste – prosimy podać {wanted}.",
                               MISSING)]
@@ -249,7 +263,8 @@ def _check_text(value: str, field_name: str, label: str, wanted: str) -> tuple[s
     if letters < _MIN_LETTERS or "@" in value:  # "12345", "J", an address in the wrong field
         return None, [Problem(field_name, f"W polu „{label}” wpisano {_quote(value)} – prosimy "
                               f"podać {wanted}.", INVALID)]
-    return _tidy(value), []
+    too_long = _too_long(value, field_name, label)
+    return (None, too_long) if too_long else (_tidy(value), [])
 
 
 @functools.lru_cache(maxsize=4096)  # a reply's sender is checked again before it is answered
@@ -318,6 +333,9 @@ def validate_draft(values: Mapping[str, str], *, sender: str,
     name = found.take(_check_text(values.get("name", ""), "name", "Imię i nazwisko",
                                   "imię i nazwisko osoby zgłaszanej"))
     position = values.get("position", "")
+    if too_long := _too_long(position, "position", "Stanowisko"):
+        found.problems += too_long
+        position = ""
     city = found.take(_check_text(values.get("city", ""), "city", "Miasto / urząd",
                                   "nazwę miasta lub urzędu"))
     email = found.take(_check_email(values.get("email", ""), sender))
