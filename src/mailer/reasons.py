@@ -172,6 +172,7 @@ POLISH: Mapping[Code, str] = {
 }
 
 
+@cache  # asked at every Reason.of, for one of a few dozen texts
 def fields(template: str) -> frozenset[str]:
     """The parameter names a text uses (`{name}`)."""
     return frozenset(name for _lit, name, _spec, _conv in string.Formatter().parse(template)

@@ -78,17 +78,17 @@ class _ParsedOnce(EmailMessage):
         found = self._first.get(name.lower())
         if found is None:
             return failobj
-        key, value = found
-        if type(value) is str and self.policy is policy.default:
-            return _parsed_header(key, value)
-        return self.policy.header_fetch_parse(key, value)
+        return self._fetch(*found)
 
     def get_all(self, name: str, failobj: Any = None) -> Any:
         headers: list[tuple[str, Any]] = self._headers  # type: ignore[attr-defined]  # as Message.get_all
-        found = [_parsed_header(key, value) if type(value) is str
-                 and self.policy is policy.default else self.policy.header_fetch_parse(key, value)
-                 for key, value in headers if key.lower() == name.lower()]
+        found = [self._fetch(key, value) for key, value in headers if key.lower() == name.lower()]
         return found or failobj
+
+    def _fetch(self, key: str, value: Any) -> Any:
+        if type(value) is str and self.policy is policy.default:
+            return _parsed_header(key, value)
+        return self.policy.header_fetch_parse(key, value)
 
 
 # The stdlib's header parser is superlinear in a value's length (issue 12: a 1 MB Subject of
