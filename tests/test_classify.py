@@ -269,14 +269,17 @@ def dsn(blocks: str, *, encoding: str = "7bit") -> EmailMessage:
     return parse(raw.encode())
 
 
-def test_original_recipient_is_preferred() -> None:
-    """The address we sent to (Original-Recipient) is the one suppressed, not its alias target."""
+def test_final_recipient_is_the_failed_one() -> None:
+    """A forwarded address: the failed one is the final one the notice reports (issue 14); the
+    address we sent to (Original-Recipient) is kept beside it, to match our delivery."""
     msg = dsn(
         "Original-Recipient: rfc822;Sekretariat@um.example.pl\n"
         "Final-Recipient: rfc822; jan.kowalski@um.example.pl\n"
         "Action: failed\nStatus: 5.1.1\n"
     )
-    assert bounce_recipients(msg) == (("sekretariat@um.example.pl",), ())
+    assert bounce_recipients(msg) == (("jan.kowalski@um.example.pl",), ())
+    result = classify(msg, "", has_form=False)
+    assert result.forwarded == (("jan.kowalski@um.example.pl", "sekretariat@um.example.pl"),)
 
 
 def test_expired_transient_failure_is_temporary() -> None:

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from email.message import EmailMessage, Message
-from email.parser import HeaderParser
-from email.policy import default as default_policy
 from email.utils import collapse_rfc2231_value
 from enum import StrEnum
 from types import EllipsisType
 
-from flufl.bounce import all_failures
-
+from mailer.reading.bounces import Outcome
 from mailer.reading.headers import first_address, header_text
+from mailer.reading.reports import BounceReading, has_status_part, read_bounce, read_complaint
 from mailer.reading.textfold import FoldTable, strip_marks
 from mailer.reasons import Code, Reason
 
@@ -36,19 +34,23 @@ class Classification:
 
     kind: Kind
     reason: Reason
-    bounced: tuple[str, ...] = ()
-    temporary: tuple[str, ...] = ()
+    bounced: tuple[str, ...] = ()  # failed for good: suppressed (if the notice is ours)
+    temporary: tuple[str, ...] = ()  # delayed, or given up on after retrying (`expired`)
+    expired: tuple[str, ...] = ()  # of `temporary`: not delivered, the MTA stopped trying
+    forwarded: tuple[tuple[str, str], ...] = ()  # (failed final address, the one we sent to)
+    refs: tuple[str, ...] = ()  # Message-IDs the notice refers to (the returned copy's)
+    senders: tuple[str, ...] = ()  # the returned copy's envelope sender and From
 
 
 # RFC 3464 reports; RFC 6533 adds the internationalised variant.
 _DSN_REPORT_TYPES = frozenset({"delivery-status", "global-delivery-status"})
-_DSN_PART_TYPES = frozenset({"message/delivery-status", "message/global-delivery-status"})
 
 # Local parts of senders that are never a person. MAILER-DAEMON and postmaster (RFC 5321 §4.5.1)
 # send bounces; the no-reply family sends notifications nobody reads answers to.
-_BOUNCE_SENDER = re.compile(r"^(?:mailer-daemon|postmaster)$")
+# MDaemon (Alt-N) sends its delivery failures from MDaemon@ its domain.
+_BOUNCE_SENDER = re.compile(r"^(?:mailer-daemon|postmaster|mdaemon)$")
 _ROBOT_SENDER = re.compile(
-    r"^(?:mailer-daemon|postmaster|no[-_.]?reply|do[-_.]?not[-_.]?reply)(?:[-+._].*)?$"
+    r"^(?:mailer-daemon|postmaster|mdaemon|no[-_.]?reply|do[-_.]?not[-_.]?reply)(?:[-+._].*)?$"
 )
 
 # Subjects are folded (lower case, no diacritics) and matched at the start only, after tags such
@@ -56,10 +58,26 @@ _ROBOT_SENDER = re.compile(
 _TAGS = r"^(?:\[[^\]]*\]\s*)*"
 _BOUNCE_SUBJECT = re.compile(
     _TAGS + r"(?:undelivered mail|undeliverable|undelivered message|delivery status notification"
-    r"|returned mail|mail delivery failed|delivery failure|failure notice|delayed mail"
+    r"|returned mail|mail delivery failed|failure notice|delayed mail"
     r"|warning: could not send|niedostarczona wiadomosc|niedostarczalne|nie mozna dostarczyc"
-    r"|wiadomosc nie zostala dostarczona)"
+    r"|wiadomosc nie zostala dostarczona|wiadomosc nie mogla zostac dostarczona"
+    r"|nie dostarczono|niedostarczon|delivery status$|message delivery has failed"
+    r"|nondeliverable|non-delivery|mail could not be delivered|message not delivered"
+    r"|mail system error|delivery notification: delivery has failed|unzustellbar|non remis"
+    r"|returned to sender|delivery has failed|mail delivery subsystem"
+    # MDaemon; many gateways; Dovecot/Pigeonhole's Sieve reject (RFC 5429)
+    r"|(?:permanent |mail )?delivery failure|delivery final failure|automatically rejected mail)"
 )
+# A gateway that answers with the original subject and a verdict appended ("RE: Zaproszenie :
+# non remis (delivery failed)"): only a separator or a bracket, then a bounce phrase, then at
+# most a bracketed note, at the very end count.
+_BOUNCE_SUFFIX = re.compile(r"\s(?:[:-]\s*|\()(?:non remis|undeliverable|undelivered"
+                            r"|not delivered|delivery failed|niedostarczon\w*|nie dostarczono"
+                            r"|unzustellbar)\W*(?:\([^()]{0,40}\)\W*)?$")
+# "[AUTO GENERATED]", "[Auto-Reply]": a tag that says what the message is (the tags above are
+# skipped as labels, so these are looked for first). Gateways put it on bounces and notices.
+_AUTO_TAG = re.compile(r"^\[(?:auto[- ]?generated|auto[- ]?reply|autoreply|auto[- ]?response"
+                       r"|automatic reply|odpowiedz automatyczna)\]")
 _AUTO_SUBJECT = re.compile(
     _TAGS + r"(?:odpowiedz automatyczna|automatyczna odpowiedz|poza biurem|nieobecnosc"
     r"|out of (?:the )?office|automatic reply|auto[- ]?reply|autoresponse"
@@ -118,7 +136,9 @@ def classify(
 
     `automated`: `is_automated(msg)` when the caller has it already (it is not cheap).
     """
-    bounce = _classify_report(msg)
+    if isinstance(automated, EllipsisType):
+        automated = is_automated(msg)
+    bounce = _classify_report(msg, own_addresses, automated)
     if bounce is not None:
         return bounce
     sender = first_address(msg, "From")
@@ -130,8 +150,6 @@ def classify(
     if _strip_punctuation(_fold(subject)) in _UNSUBSCRIBE_SUBJECTS:
         return Classification(Kind.UNSUBSCRIBE,
                               Reason.of(Code.UNSUBSCRIBE_SUBJECT, subject=subject.strip()))
-    if isinstance(automated, EllipsisType):
-        automated = is_automated(msg)
     if automated is not None:
         return Classification(Kind.AUTO_REPLY, automated)
     return _classify_text(_fold(subject) + "\n" + _fold(own_text), has_form=has_form)
@@ -163,37 +181,66 @@ def is_automated(msg: EmailMessage) -> Reason | None:
     return None
 
 
-def bounce_recipients(msg: EmailMessage) -> tuple[tuple[str, ...], tuple[str, ...]]:
+def bounce_recipients(msg: EmailMessage, own_addresses: Collection[str] = (),
+                      ) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """Return (permanently failed, only temporarily failed) recipients, lower-cased and sorted."""
-    permanent, temporary, _delivered = _dsn_outcomes(msg)
-    if not permanent and not temporary:
-        permanent, temporary = _flufl_failures(msg)
-    return tuple(sorted(permanent)), tuple(sorted(temporary - permanent))
+    found = read_bounce(msg, own_addresses=own_addresses)
+    return found.with_outcome(Outcome.PERMANENT), tuple(sorted(
+        a for a, o in found.failures.items() if o is not Outcome.PERMANENT))
 
 
 # --- bounces -----------------------------------------------------------------------------------
 
 
-def _classify_report(msg: EmailMessage) -> Classification | None:
-    """Return a bounce (or a success-only delivery report) classification, or None."""
-    if _report_type(msg) in _DSN_REPORT_TYPES:
-        permanent, temporary, delivered = _dsn_outcomes(msg)
-        if delivered and not permanent and not temporary:
-            # A delivery receipt ("Action: delivered/relayed"): a machine saying all went well.
-            return Classification(Kind.AUTO_REPLY, Reason.of(Code.DELIVERY_REPORT))
-        bounced, delayed = bounce_recipients(msg)
-        reason = Reason.of(Code.DSN if bounced or not delayed else Code.DSN_DELAYED)
-        return Classification(Kind.BOUNCE, reason, bounced, delayed)
+def _classify_report(msg: EmailMessage, own: Collection[str],
+                     automated: Reason | None) -> Classification | None:
+    """Return a bounce, complaint (or a success-only delivery report) classification, or None.
+
+    `automated`: why the message is machine-made, if it is (`is_automated`)."""
+    report_type = _report_type(msg)
+    if report_type == "feedback-report":  # RFC 5965: someone pressed "this is spam"
+        return _bounce(Reason.of(Code.COMPLAINT), read_complaint(msg, own_addresses=own))
+    # A status part inside multipart/mixed (gateways, some sent "From: <>") is a report too.
+    if report_type in _DSN_REPORT_TYPES or has_status_part(msg):
+        return _status_report(msg, own)
     hint = _bounce_hint(msg)
-    bounced, delayed = bounce_recipients(msg) if hint or _has_null_return_path(msg) else ((), ())
     if hint is not None:
-        return Classification(Kind.BOUNCE, hint, bounced, delayed)
-    if bounced or delayed:
-        # A null reverse-path alone is also what RFC 3834 §3.3 asks auto-replies to use, so it
-        # makes a bounce only when a bounce format was actually recognised in the body.
-        reason = Reason.of(Code.BOUNCE_NULL_RETURN_PATH)
-        return Classification(Kind.BOUNCE, reason, bounced, delayed)
+        return _bounce(hint, read_bounce(msg, own_addresses=own))
+    return _weak_bounce(msg, own, automated)
+
+
+def _weak_bounce(msg: EmailMessage, own: Collection[str],
+                 automated: Reason | None) -> Classification | None:
+    """A bounce by weaker signs: machine-made (a null reverse-path, Auto-Submitted, Precedence,
+    a robot sender) or a gateway's "RE: <subject> : non remis". Auto-replies carry them too, so
+    they make a bounce only when a bounce format is recognised in the body (issue 14: MDaemon,
+    Dovecot's rejections, gateways' own templates), never by a lone address."""
+    if automated is None and not _BOUNCE_SUFFIX.search(_fold(header_text(msg, "Subject"))):
+        return None
+    found = read_bounce(msg, own_addresses=own)
+    if found.failures and found.detector not in {"single-address", ""}:
+        if _has_null_return_path(msg):
+            return _bounce(Reason.of(Code.BOUNCE_NULL_RETURN_PATH), found)
+        return _bounce(Reason.of(Code.BOUNCE_FORMAT, detector=found.detector), found)
     return None
+
+
+def _status_report(msg: EmailMessage, own: Collection[str]) -> Classification:
+    """An RFC 3464 report: a bounce, a delay, or a delivery receipt."""
+    found = read_bounce(msg, own_addresses=own)
+    if found.delivered and not found.failures:
+        # A delivery receipt ("Action: delivered/relayed"): a machine saying all went well.
+        return Classification(Kind.AUTO_REPLY, Reason.of(Code.DELIVERY_REPORT))
+    permanent = found.with_outcome(Outcome.PERMANENT)
+    code = Code.DSN if permanent or not found.failures else Code.DSN_DELAYED
+    return _bounce(Reason.of(code), found)
+
+
+def _bounce(reason: Reason, found: BounceReading) -> Classification:
+    temporary = tuple(sorted(a for a, o in found.failures.items() if o is not Outcome.PERMANENT))
+    return Classification(Kind.BOUNCE, reason, found.with_outcome(Outcome.PERMANENT), temporary,
+                          found.with_outcome(Outcome.EXPIRED), found.forwarded, found.refs,
+                          found.senders)
 
 
 def _bounce_hint(msg: Message) -> Reason | None:
@@ -207,92 +254,6 @@ def _bounce_hint(msg: Message) -> Reason | None:
     if "X-Failed-Recipients" in msg:  # Exim, Gmail
         return Reason.of(Code.BOUNCE_FAILED_RECIPIENTS)
     return None
-
-
-def _dsn_outcomes(msg: Message) -> tuple[set[str], set[str], set[str]]:
-    """Read every per-recipient block of the DSN parts: (permanent, temporary, delivered)."""
-    outcomes: dict[str, set[str]] = {"permanent": set(), "temporary": set(), "delivered": set()}
-    try:
-        parts = [part for part in msg.walk() if part.get_content_type() in _DSN_PART_TYPES]
-        for part in parts:
-            for block in _status_blocks(part):
-                address, outcome = _recipient_outcome(block)
-                if address and outcome:
-                    outcomes[outcome].add(address)
-    except Exception:  # a mangled report must not stop the inbox; flufl gets a go
-        pass
-    return outcomes["permanent"], outcomes["temporary"], outcomes["delivered"]
-
-
-def _status_blocks(part: Message) -> list[Message]:
-    """Return the header blocks of a message/delivery-status part (RFC 3464 §2.1)."""
-    # The stdlib parser splits message/delivery-status into blocks itself. It parses
-    # message/global-delivery-status like message/rfc822: first block as headers, the per-recipient
-    # blocks as its body. (A base64-encoded part is not decoded first; flufl.bounce gets a go.)
-    payload = part.get_payload()
-    blocks: list[Message] = []
-    for block in payload if isinstance(payload, list) else ():
-        if not isinstance(block, Message):
-            continue
-        blocks.append(block)
-        rest = block.get_payload()
-        if isinstance(rest, str) and rest.strip():
-            blocks.extend(_parse_blocks(rest))
-    return blocks
-
-
-def _parse_blocks(text: str) -> list[Message]:
-    """Split text into blank-line separated header blocks and parse each."""
-    parser = HeaderParser(policy=default_policy)
-    chunks = re.split(r"\n[ \t]*\n", text.replace("\r\n", "\n"))
-    return [parser.parsestr(chunk.strip("\n")) for chunk in chunks if chunk.strip()]
-
-
-def _recipient_outcome(block: Message) -> tuple[str, str | None]:
-    """Return a per-recipient block's address and "permanent", "temporary", "delivered" or None."""
-    # Original-Recipient is the address we gave (before aliasing or forwarding), i.e. the one on
-    # our list; Final-Recipient is mandatory but may be a rewritten one (RFC 3464 §2.3.1–2).
-    address = _dsn_address(header_text(block, "Original-Recipient")) or _dsn_address(
-        header_text(block, "Final-Recipient")
-    )
-    action = header_text(block, "Action").strip().lower()
-    status = header_text(block, "Status").strip()
-    if action.startswith(("delivered", "relayed", "expanded")):
-        return address, "delivered"
-    # A 4.x.x status is a persistent *transient* failure (RFC 3463 §3.2): even when the MTA gave
-    # up ("failed", 4.4.7 expired) the address may work next time, so it is not suppressed.
-    if action.startswith("delayed") or status.startswith("4."):
-        return address, "temporary"
-    # "error" is OpenSMTPD's non-compliant spelling of "failed"; no Action: trust a 5.x.x Status.
-    if action.startswith(("failed", "error")) or status.startswith("5."):
-        return address, "permanent"
-    return address, None
-
-
-def _dsn_address(value: str) -> str:
-    """Return the address of an "rfc822; user@host" field (or utf-8, RFC 6533), or ""."""
-    address_type, separator, address = value.partition(";")
-    if not separator:  # seen in the wild: a bare "<user@host>" without an address type
-        address_type, address = "rfc822", value
-    if address_type.strip().lower() not in {"rfc822", "utf-8"}:
-        return ""
-    address = address.strip().strip("<>").strip().lower()
-    return address if "@" in address else ""
-
-
-def _flufl_failures(msg: Message) -> tuple[set[str], set[str]]:
-    """Ask flufl.bounce's detectors for (permanent, temporary) failures of a non-standard bounce."""
-    try:
-        temporary, permanent = all_failures(msg)
-    except Exception:  # its heuristics re-raise whatever a detector hits
-        return set(), set()
-    return _decode_addresses(permanent), _decode_addresses(temporary)
-
-
-def _decode_addresses(addresses: Iterable[bytes]) -> set[str]:
-    """Turn flufl.bounce's byte addresses into lower-cased strings, dropping non-addresses."""
-    decoded = (raw.decode("ascii", "replace").strip().strip("<>").lower() for raw in addresses)
-    return {address for address in decoded if "@" in address}
 
 
 # --- automation markers ------------------------------------------------------------------------
@@ -348,9 +309,11 @@ def _robot_sender(msg: Message) -> Reason | None:
 
 
 def _auto_subject(msg: Message) -> Reason | None:
-    """Out-of-office, receipt and read-receipt subjects, in Polish and English."""
+    """Out-of-office, receipt, read-receipt and bounce subjects, in Polish and English."""
     subject = header_text(msg, "Subject")
-    if _AUTO_SUBJECT.match(_fold(subject)):
+    folded = _fold(subject)
+    if _AUTO_TAG.match(folded) or _AUTO_SUBJECT.match(folded) or _BOUNCE_SUBJECT.match(folded) \
+            or _BOUNCE_SUFFIX.search(folded):
         return Reason.of(Code.AUTO_SUBJECT, subject=subject.strip()[:80])
     return None
 
@@ -372,8 +335,9 @@ _AUTOMATION_CHECKS: tuple[Callable[[Message], Reason | None], ...] = (
 
 
 def _has_null_return_path(msg: Message) -> bool:
-    """Whether the delivering MTA recorded a null reverse-path ("Return-Path: <>")."""
-    return "".join(header_text(msg, "Return-Path").split()) == "<>"
+    """Whether the delivering MTA recorded a null reverse-path ("Return-Path: <>"; Postfix's
+    pipe(8) hands a null sender on as MAILER-DAEMON, so Dovecot writes that)."""
+    return "".join(header_text(msg, "Return-Path").split()).lower() in {"<>", "<mailer-daemon>"}
 
 
 def _report_type(msg: Message) -> str:
