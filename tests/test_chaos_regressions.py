@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -20,6 +22,7 @@ from mailer.models import ANSWERS, INBOUND, REGISTRATIONS
 from mailer.settings import load_settings
 from mailer.store import Store, open_state
 from mailer.watcher import Watcher
+from tests.conftest import REHEARSAL, SmtpSink, Workspace, contact_rows
 from tests.test_inbox import ON_TIME, START, answers_to, form, reply, table
 
 
@@ -62,7 +65,7 @@ async def test_link_lost_while_prefetching_keeps_the_batch_whole(inbox_ws: Any) 
             await watcher.close()
     inbound = table(ws, INBOUND)
     assert sorted(d["sender"] for d in inbound) == sorted(senders)
-    missing = [d["path"] for d in inbound if not Path(d["path"]).is_file()]
+    missing = [d["path"] for d in inbound if not (ws.state / d["path"]).is_file()]
     assert not missing, f"recorded without their raw message: {missing}"
     assert sorted(r["sender"] for r in table(ws, REGISTRATIONS)) == sorted(senders)
     assert all(a["status"] == "sent" for a in table(ws, ANSWERS))
@@ -115,3 +118,73 @@ async def test_a_batch_read_again_after_a_crash_is_logged_as_received_once(
             await watcher.close()
     received = [e["sender"] for e in audit.entries() if e["action"] == "receive"]
     assert sorted(received) == sorted(senders)
+
+
+# `mailer …` that dies by SIGKILL as it opens state/audit.log for its Nth write (argv[1]):
+# the instant issue 12 found, after a commit and before the entries about it were logged.
+KILLED_AT_AUDIT_WRITE = """\
+import os, runpy, signal, sys
+real_open, opened, kill_at = os.open, [0], int(sys.argv[1])
+def killing_open(path, flags, *args, **kwargs):
+    if os.fspath(path).endswith("audit.log") and flags & (os.O_WRONLY | os.O_RDWR):
+        opened[0] += 1
+        if opened[0] == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+    return real_open(path, flags, *args, **kwargs)
+os.open = killing_open
+sys.argv = ["mailer", *sys.argv[2:]]
+runpy.run_module("mailer", run_name="__main__", alter_sys=True)
+"""
+
+
+def killed_at_audit_write(ws: Workspace, write: int, *args: str) -> None:
+    """Run `mailer *args` in `ws` until it dies at its `write`-th append to audit.log."""
+    env = {**os.environ, "MAILER_IMAP_PASSWORD": "sekret", "MAILER_CONFIG": str(ws.config),
+           "MAILER_NOW": REHEARSAL}
+    result = subprocess.run([sys.executable, "-c", KILLED_AT_AUDIT_WRITE, str(write), *args],
+                            cwd=ws.root, env=env, capture_output=True, text=True, timeout=60,
+                            stdin=subprocess.DEVNULL, check=False)
+    assert result.returncode == -signal.SIGKILL, result.stderr
+
+
+def audited(ws: Workspace, action: str, field: str) -> Counter[str]:
+    """How often each `field` value appears in `action` entries of the audit log."""
+    return Counter(str(e[field]) for e in AuditLog(ws.state).entries()
+                   if e["action"] == action and e.get("status", "sent") == "sent")
+
+
+@pytest.mark.parametrize("write", [1, 2], ids=["at-the-receipts", "at-the-first-answer"])
+def test_audit_entries_survive_a_kill_after_the_commit(inbox_ws: Any, write: int) -> None:
+    """`mailer watch --once` killed as it first writes audit.log (the batch is committed, its
+    receipts not yet logged), or as it logs the first answer sent; after a rerun every receipt
+    and every answer sent is in the log exactly once (issue 12: they were lost for good)."""
+    ws, sink, server, user = inbox_ws
+    senders = [row[0] for row in contact_rows(3)]  # invited: answered without review
+    for n, sender in enumerate(senders):
+        server.append(user, reply(sender, form(name=f"Osoba Numer{n}", city=f"Miasto{n}")),
+                      ON_TIME + timedelta(minutes=n))
+    killed_at_audit_write(ws, write, "watch", "--once")
+    assert table(ws, INBOUND), "killed before the batch was committed"
+    rerun = ws.run("watch", "--once", check=True)
+    assert "a crash kept from it" in rerun.stderr
+    inbound = {d["key"] for d in table(ws, INBOUND)}
+    assert len(inbound) == len(senders)
+    assert audited(ws, "receive", "message") == Counter(inbound)
+    sent = [d["inbound"] for d in table(ws, ANSWERS) if d["status"] == "sent"]
+    assert sorted(sent) == sorted(inbound)
+    assert audited(ws, "answer", "inbound") == Counter(sent)
+    assert all(len(answers_to(sink, s)) == 1 for s in senders)
+
+
+def test_send_entries_survive_a_kill_after_the_delivery_is_recorded(
+        make_workspace: Any, smtp_sink: tuple[SmtpSink, int]) -> None:
+    """`mailer send` killed as it logs its first send (the delivery recorded, its entry not):
+    after a rerun each delivery recorded as sent is logged exactly once."""
+    _sink, port = smtp_sink
+    ws = make_workspace(port=port, contacts=contact_rows(6))
+    killed_at_audit_write(ws, 1, "send", "--yes")
+    ws.run("send", "--yes", check=True)
+    with open_state(ws.state, writer=False) as store:
+        delivered = [d["email"] for d in store.all("deliveries") if d["status"] == "sent"]
+    assert sorted(delivered) == sorted(row[0] for row in contact_rows(6))
+    assert audited(ws, "send", "to") == Counter(delivered)

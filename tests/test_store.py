@@ -251,3 +251,80 @@ def test_redaction_keeps_every_concurrent_append(tmp_path: Path) -> None:
     assert [e["message"] for e in entries if e["action"] == "download"] == \
         [f"m{i}" for i in range(300)]
     assert entries[0]["to"] == "[erased]"
+
+
+def test_savepoint_drops_what_was_staged_inside_when_it_raises(tmp_path: Path) -> None:
+    """A block that raises leaves neither its staged changes nor its audit entries, in the
+    journal or in memory; what was staged before it is committed as usual."""
+    with open_state(tmp_path, writer=True) as store:
+        store.put_now("t", "kept", {"n": 1})
+        store.put_now("t", "erased", {"n": 2})
+        store.stage("t", "before", {"n": 3})
+        with pytest.raises(ValueError), store.savepoint():
+            store.stage("t", "kept", {"n": 10})
+            store.stage("answers", "new", {"to": "a@b.pl"})
+            store.stage_delete("t", "erased")
+            store.stage_audit({"id": "x1", "action": "receive"})
+            raise ValueError("the message failed half-way")
+        assert store.get("t", "kept") == {"n": 1, "key": "kept"}
+        assert store.get("t", "erased") == {"n": 2, "key": "erased"}
+        assert not store.has("answers", "new") and store.staged == 1
+        with store.savepoint():  # a block that ends well keeps what it staged
+            store.stage("t", "after", {"n": 4})
+        store.commit_now()
+    reopened = Store.open(tmp_path, writer=False)
+    assert sorted(reopened.keys("t")) == ["after", "before", "erased", "kept"]
+    assert reopened.get("t", "kept") == {"n": 1, "key": "kept"} and not reopened.keys("answers")
+    assert AuditLog(tmp_path).entries() == []
+
+
+def test_audit_entries_are_journalled_and_a_lost_copy_is_written_once(
+        tmp_path: Path) -> None:
+    """An audit entry committed with its change reaches audit.log; killed before the copy
+    (the journal line on disk, the log not written), the next writer writes it, and only
+    once however often the state is opened again; a fold writes the log before emptying the
+    journal."""
+    audit = AuditLog(tmp_path, actor="test")
+    store = Store.open(tmp_path, writer=True)
+    store.stage("inbound", "m1", {"sender": "a@b.pl"})
+    store.stage_audit(audit.entry("receive", message="m1"))
+    store.commit_now()
+    store.journal.audit.write = lambda entries: None  # type: ignore[method-assign]  # a kill
+    store.stage("inbound", "m2", {"sender": "c@d.pl"})
+    store.stage_audit(audit.entry("receive", message="m2"))
+    store.commit_now()
+    store.journal.close()  # what the kernel does at a kill: nothing folded, the lock dropped
+    store.lock.release()
+    assert [e["message"] for e in audit.entries()] == ["m1"]
+    again = Store.open(tmp_path, writer=True)  # writes m2's entry
+    again.journal.close()  # and is killed too, before any fold
+    again.lock.release()
+    assert [e["message"] for e in audit.entries()] == ["m1", "m2"]
+    Store.open(tmp_path, writer=True).close()  # writes nothing again, folds
+    assert [e["message"] for e in audit.entries()] == ["m1", "m2"]
+    assert (tmp_path / "journal.jsonl").read_bytes() == b""  # folded, the entries kept
+    assert len({e["id"] for e in audit.entries()}) == 2
+
+
+async def test_put_with_an_audit_entry_logs_it_after_the_record(tmp_path: Path) -> None:
+    """`put(…, audit=)` journals the entry with the document and then logs it; concurrent
+    puts share one fsync and each entry is logged once."""
+    audit = AuditLog(tmp_path, actor="test")
+    with open_state(tmp_path, writer=True) as store:
+        await asyncio.gather(*(store.put("deliveries", f"k{n}", {"n": n},
+                                         audit=audit.entry("send", to=f"p{n}@b.pl"))
+                               for n in range(20)))
+        journal = (tmp_path / "journal.jsonl").read_bytes()
+        assert journal.count(b'"audit":') == 20
+        assert sorted(e["to"] for e in audit.entries()) == sorted(f"p{n}@b.pl" for n in range(20))
+    assert len(audit.entries()) == 20
+
+
+def test_the_fold_threshold_is_a_test_knob(tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """$MAILER_FOLD_EVERY (bench/chaos.py) lowers the fold threshold; nonsense is refused."""
+    monkeypatch.setenv("MAILER_FOLD_EVERY", "3")
+    assert Store(tmp_path, writer=True).fold_every == 3
+    monkeypatch.setenv("MAILER_FOLD_EVERY", "0")
+    with pytest.raises(StateError, match="MAILER_FOLD_EVERY"):
+        Store(tmp_path, writer=True)

@@ -6,13 +6,14 @@ import fcntl
 import getpass
 import json
 import os
+import secrets
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from mailer.errors import StateError
-from mailer.store import atomic_write, write_all
+from mailer.journal import Doc, append_log, log_lines
+from mailer.store import atomic_write
 
 FLUSH_EVERY = 500
 
@@ -31,24 +32,30 @@ def web_actor() -> str:
 
 
 class AuditLog:
-    """Append-only JSON lines. Each entry is written at once and fsync'd in groups (never per
-    message: the facts themselves are already durable in the journal); `flush` at the end of
-    work."""
+    """Append-only JSON lines, each with an `id`. The entry of a state change (a send, a
+    receipt, an answer) goes through the store with the change (`entry` + `Store.stage_audit`
+    or `put(…, audit=)`), so a kill neither loses nor doubles it; `record` logs the rest at
+    once. fsync'd in groups, never per message; `flush` at the end of work."""
 
     def __init__(self, folder: Path, *, actor: str | None = None) -> None:
         self.path = folder / "audit.log"
         self.actor = actor or current_actor()
         self._unsynced = 0  # entries written since the last fsync
 
+    def entry(self, action: str, *, at: datetime | None = None, **details: Any) -> Doc:
+        """An entry to record with the state change it describes (`Store.stage_audit`,
+        `Store.put(…, audit=)`): it reaches the log after the change is durable, and a kill
+        in between is made good at the next start, by its `id` (issue 12)."""
+        return {"id": secrets.token_hex(8), "at": (at or datetime.now(UTC)).isoformat(),
+                "actor": self.actor, "action": action, **details}
+
     def record(self, action: str, *, at: datetime | None = None, **details: Any) -> None:
-        entry = {"at": (at or datetime.now(UTC)).isoformat(), "actor": self.actor,
-                 "action": action, **details}
+        """Log what changed no state (an export, a download, a forced send) at once."""
         # Written now (one append, ~6 µs), not kept in memory until the next flush: a
         # buffer of up to 500 entries was lost at every crash of the process (kill -9, OOM),
         # so after bench/chaos.py's kills the log missed most sends, receipts and answers.
         # Only the fsync is grouped: a power loss alone can take the newest lines.
-        self._write(json.dumps(entry, ensure_ascii=False).encode("utf-8") + b"\n",
-                    sync=False)
+        append_log(self.path, log_lines([self.entry(action, at=at, **details)]), sync=False)
         self._unsynced += 1
         if self._unsynced >= FLUSH_EVERY:
             self.flush()
@@ -58,39 +65,7 @@ class AuditLog:
         if not self._unsynced:
             return
         self._unsynced = 0
-        self._write(b"", sync=True)
-
-    def _write(self, data: bytes, *, sync: bool) -> None:
-        try:
-            fd = self._open_current()
-            try:
-                write_all(fd, data)  # a nearly full disk raises ENOSPC, not a torn line
-                if sync:
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
-        except OSError as err:
-            raise StateError(f"{self.path}: cannot write the audit log: {err}") from err
-
-    def _open_current(self) -> int:
-        """The log for appending, under a shared lock, and surely the file now at `path`.
-
-        `redact` replaces the file while holding the exclusive lock; an append that waited for
-        it holds the replaced file, whose lines nobody reads any more: it opens again.
-        (Readers such as `mailer web` append without the state's lock, beside `forget`.)
-        """
-        while True:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_SH)
-                if os.fstat(fd).st_ino == os.stat(self.path).st_ino:
-                    return fd
-            except FileNotFoundError:  # replaced and not yet renamed into place: again
-                pass
-            except BaseException:
-                os.close(fd)
-                raise
-            os.close(fd)
+        append_log(self.path, b"", sync=True)
 
     def entries(self) -> list[dict[str, Any]]:
         """Every complete entry (a torn last line after a crash is skipped)."""

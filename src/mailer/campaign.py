@@ -128,6 +128,8 @@ class CampaignSender:
         for contact in contacts:
             self._queue.put_nowait(_Job(contact))
         self._open = len(contacts)
+        log.info("sending %d %s messages over %d connections", len(contacts), self.kind,
+                 min(self.settings.smtp.connections, len(contacts)))
         sessions = [SmtpSession.from_settings(self.settings)
                     for _ in range(min(self.settings.smtp.connections, len(contacts)))]
         workers = [asyncio.create_task(self._work(s)) for s in sessions]
@@ -215,10 +217,12 @@ class CampaignSender:
             "attempts": job.attempts, "code": attempt.code, "reply": attempt.text,
             "source": job.contact.source,
         }
-        await self.store.put(DELIVERIES, key, dict(doc))  # the store takes plain dicts
-        if self.audit:
-            self.audit.record("send", kind=self.kind, to=job.contact.email, status=status,
-                              message_id=job.message.message_id, code=attempt.code)
+        # The audit entry is journalled with the delivery (issue 12: logged after it, a
+        # kill in between lost the entry for good).
+        entry = self.audit.entry(
+            "send", kind=self.kind, to=job.contact.email, status=status,
+            message_id=job.message.message_id, code=attempt.code) if self.audit else None
+        await self.store.put(DELIVERIES, key, dict(doc), audit=entry)  # plain dicts
         if status == Status.SENT:
             self.report.sent += 1
         elif status == Status.FAILED:

@@ -3,7 +3,9 @@
 TinyDB rewrites its whole file on every write, so per-message facts go first to an
 append-only journal (one JSON line each, group-committed with one fsync for all the lines
 that arrived meanwhile) and are folded into TinyDB in one atomic write at the end of a run or
-when the journal grows. Readers merge both, so they see the state while a writer runs.
+when the journal grows. Readers merge both, so they see the state while a writer runs. The
+journal, and the audit entries committed in it with the facts they describe, is
+mailer.journal.
 
 In memory each document is kept as its compact UTF-8 JSON, decoded when asked for: a Python
 dict costs three to four times its JSON (20,000 registrations with their messages and
@@ -14,7 +16,6 @@ time instead of parsed whole (which held the text and every document at once).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
 import fcntl
@@ -30,12 +31,15 @@ from typing import Any
 from tinydb.storages import Storage
 
 from mailer.errors import StateError, StateLockedError
+from mailer.journal import Journal, change_line, fsync_dir, json_bytes, transaction_line
 from mailer.migrate import migrate, record_version
 
 log = logging.getLogger(__name__)
 
 Doc = dict[str, Any]
 FOLD_EVERY = 20_000  # journal lines; a fold of 50,000 deliveries takes about a second
+# A test-only knob: bench/chaos.py folds every few lines so that its kills land inside folds.
+FOLD_EVERY_ENV = "MAILER_FOLD_EVERY"
 
 
 class AtomicJSONStorage(Storage):
@@ -113,7 +117,7 @@ def tinydb_file(tables: Mapping[str, Mapping[str, Raw]]) -> Iterator[bytes]:
     """
     yield b"{"
     for t, (name, docs) in enumerate(tables.items()):
-        parts = [b",\n" if t else b"", _json_bytes(name), b": {"]
+        parts = [b",\n" if t else b"", json_bytes(name), b": {"]
         for i, raw in enumerate(docs.values(), start=1):
             parts += (b",\n" if i > 1 else b"\n", b'"%d": ' % i, raw)
             if len(parts) >= 3000:
@@ -122,30 +126,6 @@ def tinydb_file(tables: Mapping[str, Mapping[str, Raw]]) -> Iterator[bytes]:
         parts.append(b"\n}")
         yield b"".join(parts)
     yield b"}\n"
-
-
-def _json_bytes(value: str) -> bytes:
-    return json.dumps(value, ensure_ascii=False).encode("utf-8")
-
-
-def write_all(fd: int, data: bytes) -> None:
-    """Write every byte of `data` to `fd`, looping over short writes.
-
-    A nearly full disk takes part of a write and says so only by the count: the loop makes
-    the ENOSPC that follows raise instead of a torn record passing for a whole one.
-    """
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
-def fsync_dir(folder: Path) -> None:
-    """Make a rename or a new file in `folder` durable."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class StateLock:
@@ -183,161 +163,6 @@ class StateLock:
             self.fd = None
 
 
-class Journal:
-    """Append-only JSON lines with group commit; a torn last line is dropped on open."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.fd: int | None = None
-        self._pending: list[tuple[bytes, asyncio.Future[None]]] = []
-        self._flusher: asyncio.Task[None] | None = None
-        self._io: asyncio.Lock | None = None  # held while a batch is written, and by a fold
-        self.lines = 0
-
-    @property
-    def io_lock(self) -> asyncio.Lock:
-        if self._io is None:
-            self._io = asyncio.Lock()
-        return self._io
-
-    def read(self, *, repair: bool) -> list[Doc]:
-        """Every complete record; with `repair`, cut off a torn tail so appends stay clean.
-
-        Only the last line can be torn by a crash (issue 12): a damaged line followed by
-        others is a StateError, and the file is left as it is.
-        """
-        try:
-            raw = self.path.read_bytes()
-        except FileNotFoundError:
-            return []
-        records, good = _parse_lines(raw, self.path)
-        if repair and good < len(raw):
-            log.warning("%s: dropping %d bytes of a torn last record", self.path, len(raw) - good)
-            with open(self.path, "r+b") as handle:
-                handle.truncate(good)
-                os.fsync(handle.fileno())
-        self.lines = len(records)
-        return records
-
-    def open_for_append(self) -> None:
-        self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        fsync_dir(self.path.parent)
-
-    def append_now(self, line: bytes) -> None:
-        """Write and fsync one record line before returning (for code without an event loop)."""
-        self._write(line)
-        self.lines += 1
-
-    async def append(self, line: bytes) -> None:
-        """Return once the record `line` is on disk; lines arriving meanwhile share one fsync."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((line, future))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush())
-        await future
-
-    async def _flush(self) -> None:
-        while self._pending:
-            async with self.io_lock:
-                batch, self._pending = self._pending, []
-                try:
-                    await asyncio.to_thread(self._write, b"".join(line for line, _ in batch))
-                except Exception as err:  # every waiter must hear of the failure
-                    error: Exception | None = err
-                else:
-                    error = None
-            if error is not None:
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(error)
-                continue
-            self.lines += len(batch)
-            for _, future in batch:
-                if not future.done():
-                    future.set_result(None)
-
-    def _write(self, data: bytes) -> None:
-        assert self.fd is not None, "journal not opened for append"
-        before = os.lseek(self.fd, 0, os.SEEK_END)
-        try:
-            # A torn write ends in ENOSPC from write_all: the torn record is cut off below
-            # instead of acknowledged.
-            write_all(self.fd, data)
-            os.fsync(self.fd)
-        except OSError as err:
-            with contextlib.suppress(OSError):
-                os.ftruncate(self.fd, before)
-            raise StateError(f"{self.path}: cannot record: {err}") from err
-
-    def reset(self) -> None:
-        """Empty the journal after its records were folded into TinyDB."""
-        assert self.fd is not None
-        os.ftruncate(self.fd, 0)
-        os.fsync(self.fd)
-        self.lines = 0
-
-    def close(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
-
-
-def _record(table: str, key: str, raw: Raw | None) -> bytes:
-    """One change as the journal holds it: {"t": table, "k": key, "v": doc or null}."""
-    return b'{"t":%s,"k":%s,"v":%s}' % (_json_bytes(table), _json_bytes(key),
-                                         b"null" if raw is None else raw)
-
-
-
-
-def _parse_lines(raw: bytes, path: Path) -> tuple[list[Doc], int]:
-    """The records of a journal and the length of its whole part.
-
-    A crash can tear only the last line (cut short, or garbage where it did not reach the
-    disk): it is left out of that length. A bad line with lines after it is damage, not a
-    crash, and cutting the journal there would lose every later transaction without a word:
-    that is a StateError naming the line (issue 12).
-    """
-    records: list[Doc] = []
-    good = 0
-    lines = raw.split(b"\n")  # json escapes every \n inside a record
-    last = len(lines) - 1  # the text after the last newline ("" for a whole journal)
-    for number, line in enumerate(lines, start=1):
-        record = _parse_record(line) if number <= last else None
-        if record is not None:
-            records.append(record)
-        elif line.strip() and any(rest.strip() for rest in lines[number:]):
-            raise _damaged(path, number)
-        elif line.strip():  # the torn last record: left out of `good`
-            break
-        good += len(line) + (number <= last)
-    return records, good
-
-
-def _parse_record(line: bytes) -> Doc | None:
-    """A journal line as a record (one change, or a {"tx": [...]} of them), or None."""
-    try:
-        record = json.loads(line)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None
-    if not isinstance(record, dict):
-        return None
-    changes = record.get("tx", [record])
-    if not isinstance(changes, list) or not all(
-            isinstance(c, dict) and {"t", "k", "v"} <= c.keys() for c in changes):
-        return None
-    return record
-
-
-def _damaged(path: Path, number: int) -> StateError:
-    return StateError(
-        f"{path}: line {number} is damaged and has records after it: it is not a record "
-        "torn by a crash, so the journal was left as it is",
-        hint=f"copy the folder {path.parent} somewhere safe first; then remove or fix line "
-             f"{number} of {path.name} (the transactions on it are lost) and run again, "
-             "or restore the state folder from a backup")
-
-
 class Store:
     """The merged view of TinyDB and the journal; writes go through the journal.
 
@@ -352,6 +177,10 @@ class Store:
         self.db_path = folder / "mailer.json"
         self.tables: dict[str, dict[str, Raw]] = {}
         self._staged: list[bytes] = []
+        self._staged_audit: list[Doc] = []
+        self._savepoints = 0  # savepoint blocks entered and not left
+        self._undo: list[tuple[str, str, Raw | None]] = []  # what staging replaced, in them
+        self.fold_every = _fold_every()
 
     @classmethod
     def open(cls, folder: Path, *, writer: bool) -> Store:
@@ -367,6 +196,7 @@ class Store:
             try:
                 store._load()
                 store.journal.open_for_append()
+                store.journal.audit.restore()  # what a kill kept from the audit log
             except BaseException:
                 store.lock.release()
                 raise
@@ -387,6 +217,8 @@ class Store:
             if _inode(self.db_path) == inode:  # no fold happened while we read
                 break
         for record in records:
+            if self.writer:
+                self.journal.audit.journalled += record.get("audit", [])
             # A {"tx": [...]} line holds the records of one message, applied all or nothing.
             for item in record.get("tx", [record]):
                 table = tables.setdefault(item["t"], {})
@@ -419,19 +251,30 @@ class Store:
         doc["key"] = key
         raw = encode(doc)
         self.tables.setdefault(table, {})[key] = raw
-        return _record(table, key, raw)
+        return change_line(table, key, raw)
 
-    async def put(self, table: str, key: str, doc: Doc) -> None:
+    async def put(self, table: str, key: str, doc: Doc, *, audit: Doc | None = None) -> None:
         """Record `doc` durably (fsync'd, group-committed); returns once it is on disk.
 
         The in-memory table is updated first, so a fold that runs meanwhile already holds
-        every record the journal may contain when the fold empties it.
+        every record the journal may contain when the fold empties it. `audit`: an entry
+        (`AuditLog.entry`) recorded with it and copied to the audit log after.
         """
-        await self.journal.append(self._keep(table, key, doc) + b"\n")
+        change = self._keep(table, key, doc)
+        if audit is None:
+            await self.journal.append(change + b"\n")
+        else:
+            await self.journal.append(transaction_line([change], [audit]), [audit])
 
     def stage(self, table: str, key: str, doc: Doc) -> None:
         """Change a document in memory now; `commit` records all staged changes at once."""
+        self._remember(table, key)
         self._staged.append(self._keep(table, key, doc))
+
+    def stage_audit(self, entry: Doc) -> None:
+        """An audit entry (`AuditLog.entry`) committed with the staged changes, copied to the
+        audit log once they are on disk (issue 12: a kill in between lost it for good)."""
+        self._staged_audit.append(entry)
 
     @property
     def staged(self) -> int:
@@ -440,24 +283,61 @@ class Store:
 
     def stage_delete(self, table: str, key: str) -> None:
         """Remove a document (in memory now, on disk at `commit`; gone from TinyDB at the fold)."""
+        self._remember(table, key)
         self.tables.get(table, {}).pop(key, None)
-        self._staged.append(_record(table, key, None))
+        self._staged.append(change_line(table, key, None))
 
     def commit_now(self) -> None:
         """`commit` for code without an event loop."""
-        if self._staged:
-            records, self._staged = self._staged, []
-            self.journal.append_now(_transaction(records))
+        if self._staged or self._staged_audit:
+            line, audit = self._take_staged()
+            self.journal.append_now(line, audit)
 
     async def commit(self) -> None:
         """Write every staged change as one journal line (all or nothing after a crash)."""
-        if self._staged:
-            records, self._staged = self._staged, []
-            await self.journal.append(_transaction(records))
+        if self._staged or self._staged_audit:
+            line, audit = self._take_staged()
+            await self.journal.append(line, audit)
+
+    def _take_staged(self) -> tuple[bytes, list[Doc]]:
+        assert not self._savepoints, "commit inside a savepoint"
+        records, self._staged = self._staged, []
+        audit, self._staged_audit = self._staged_audit, []
+        return transaction_line(records, audit), audit
+
+    @contextlib.contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """Changes and audit entries staged inside the block are dropped, in memory too, when
+        it raises: a half-recorded message leaves nothing behind (an answer to a message
+        that went to review instead). No commit inside."""
+        marks = len(self._staged), len(self._staged_audit), len(self._undo)
+        self._savepoints += 1
+        try:
+            yield
+        except BaseException:
+            self._roll_back(*marks)
+            raise
+        finally:
+            self._savepoints -= 1
+            if not self._savepoints:
+                self._undo = []
+
+    def _remember(self, table: str, key: str) -> None:
+        """Inside a savepoint: what a staged change replaces, to be put back on rollback."""
+        if self._savepoints:
+            self._undo.append((table, key, self.tables.get(table, {}).get(key)))
+
+    def _roll_back(self, staged: int, audit: int, undo: int) -> None:
+        for table, key, raw in reversed(self._undo[undo:]):
+            if raw is None:
+                self.tables.get(table, {}).pop(key, None)
+            else:
+                self.tables.setdefault(table, {})[key] = raw
+        del self._undo[undo:], self._staged[staged:], self._staged_audit[audit:]
 
     async def put_many(self, records: list[tuple[str, str, Doc]]) -> None:
         """Record several documents as one journal line: after a crash all or none are there."""
-        await self.journal.append(_transaction([self._keep(*record) for record in records]))
+        await self.journal.append(transaction_line([self._keep(*r) for r in records]))
 
     def put_now(self, table: str, key: str, doc: Doc) -> None:
         """Like `put`, for code without an event loop."""
@@ -465,9 +345,13 @@ class Store:
 
     async def fold_if_large(self) -> None:
         """Fold when the journal is long, never while a batch of it is being written."""
-        if self.journal.lines >= FOLD_EVERY:
+        if self.journal.lines >= self.fold_every:
             async with self.journal.io_lock:
+                # Logged both sides: bench/chaos.py labels a kill by the last line logged.
+                log.info("journal at %d lines: folding it into %s", self.journal.lines,
+                         self.db_path.name)
                 self.fold()
+                log.info("journal folded")
 
     def fold(self) -> None:
         """Write every table into TinyDB in one atomic write, then empty the journal.
@@ -486,12 +370,12 @@ class Store:
         if not self.writer:
             return
         try:
-            if self._staged:
+            if self._staged or self._staged_audit:
                 # A transaction failed half-way (a full disk while its raw messages were
                 # saved): its changes exist in memory only and must not reach TinyDB. The
                 # journal holds every committed change; the next open replays it.
                 log.warning("%s: %d uncommitted changes dropped; the journal is not folded",
-                            self.folder, len(self._staged))
+                            self.folder, len(self._staged) + len(self._staged_audit))
             else:
                 self.fold()
         finally:
@@ -510,9 +394,15 @@ def _decode(raw: Raw) -> Doc:
     return doc
 
 
-def _transaction(records: list[bytes]) -> bytes:
-    """Changes applied all or nothing: one journal line even when there is one change."""
-    return b'{"tx":[%s]}\n' % b",".join(records)
+def _fold_every() -> int:
+    """FOLD_EVERY, or a positive number of journal lines in $MAILER_FOLD_EVERY (tests only)."""
+    value = os.environ.get(FOLD_EVERY_ENV, "").strip()
+    if not value:
+        return FOLD_EVERY
+    if not value.isdigit() or int(value) < 1:
+        raise StateError(f"${FOLD_EVERY_ENV}: {value!r} is not a positive number of lines",
+                         hint=f"unset {FOLD_EVERY_ENV}; it exists for crash tests only")
+    return int(value)
 
 
 def _inode(path: Path) -> int | None:
