@@ -159,6 +159,7 @@ poll_seconds = {poll_seconds}
 
 [answers]
 max_per_sender_per_day = {max_answers}
+trusted_authserv_id = "mx.example.com"
 
 [storage]
 path = "state"

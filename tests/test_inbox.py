@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -20,7 +21,7 @@ import pytest
 
 from mailer import reasons
 from mailer.clock import Clock
-from mailer.models import ANSWERS, INBOUND, REGISTRATIONS, SUPPRESSIONS
+from mailer.models import ANSWERS, DELIVERIES, INBOUND, REGISTRATIONS, SUPPRESSIONS
 from mailer.settings import load_settings
 from mailer.store import open_state
 from mailer.watcher import Watcher, WatchReport
@@ -51,9 +52,14 @@ Z poważaniem
 
 def reply(sender: str, body: str, *, subject: str = "Re: Zaproszenie: warsztat Smart City",
           in_reply_to: str | None = None, headers: dict[str, str] | None = None,
-          charset: str = "utf-8") -> bytes:
-    """A reply as a mail client writes it."""
+          charset: str = "utf-8", authenticated: bool = True) -> bytes:
+    """A reply as a mail client writes it, as our MX passes it on: stamped `dmarc=pass`
+    under the test campaign's trusted authserv-id unless `authenticated` is False (or
+    `headers` bring their own Authentication-Results)."""
     msg = EmailMessage()
+    if authenticated and "Authentication-Results" not in (headers or {}):
+        msg["Authentication-Results"] = "mx.example.com; dmarc=pass header.from=" + \
+            sender.rpartition("@")[2].rstrip(">")
     msg["From"] = sender
     msg["To"] = "rejestracja@example.com"
     msg["Subject"] = subject
@@ -220,22 +226,81 @@ async def test_auto_reply_is_stored_not_answered(inbox_ws: Any) -> None:
     assert sink.messages == [] and table(ws, ANSWERS) == []
 
 
+def bounce_about(address: str, message_id: str) -> bytes:
+    """A Postfix-style DSN saying `address` failed (5.1.1), returning the headers of our
+    message `message_id` ("" returns none: a notice anyone could have written)."""
+    returned = (f"--B\r\nContent-Type: text/rfc822-headers\r\n\r\n"
+                f"From: strategia@example.com\r\nTo: {address}\r\n"
+                f"Message-ID: {message_id}\r\n\r\n") if message_id else ""
+    return (
+        "From: MAILER-DAEMON@mx.example.com\r\nTo: rejestracja@example.com\r\n"
+        f"Subject: Undelivered Mail Returned to Sender\r\nMessage-ID: {make_msgid()}\r\n"
+        "MIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status;"
+        ' boundary="B"\r\n\r\n--B\r\nContent-Type: text/plain\r\n\r\nFailed.\r\n'
+        "--B\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx\r\n\r\n"
+        f"Final-Recipient: rfc822; {address}\r\nAction: failed\r\n"
+        f"Status: 5.1.1\r\n\r\n{returned}--B--\r\n").encode()
+
+
 async def test_bounce_suppresses_without_answer(inbox_ws: Any) -> None:
-    """A DSN marks the failed address bounced and suppressed; nothing is answered."""
+    """A DSN about our invitation marks its address bounced and suppressed; nothing answered."""
     ws, sink, server, user = inbox_ws
-    dsn = (
-        b"From: MAILER-DAEMON@mx.example.com\r\nTo: rejestracja@example.com\r\n"
-        b"Subject: Undelivered Mail Returned to Sender\r\nMessage-ID: <dsn1@mx.example.com>\r\n"
-        b"MIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status;"
-        b' boundary="B"\r\n\r\n--B\r\nContent-Type: text/plain\r\n\r\nFailed.\r\n'
-        b"--B\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx\r\n\r\n"
-        b"Final-Recipient: rfc822; h.nowak@bialystok.example.com\r\nAction: failed\r\n"
-        b"Status: 5.1.1\r\n\r\n--B--\r\n")
-    server.append(user, dsn, ON_TIME)
+    ws.run("send", "--yes", check=True)
+    sent = {d["contact"]: d["message_id"] for d in table(ws, DELIVERIES)}
+    address = sorted(sent)[0]
+    invitations = len(sink.messages)
+    server.append(user, bounce_about(address, sent[address]), ON_TIME)
     await watch_once(ws)
     with open_state(ws.state, writer=False) as store:
-        assert store.get(SUPPRESSIONS, "h.nowak@bialystok.example.com")["reason"] == "bounced"
-    assert sink.messages == []
+        assert store.get(SUPPRESSIONS, address)["reason"] == "bounced"
+    [inbound] = table(ws, INBOUND)
+    assert inbound["review"] is None and inbound["effects"]["suppressed"] == [address]
+    assert len(sink.messages) == invitations
+
+
+async def test_forged_bounces_suppress_nobody(inbox_ws: Any) -> None:
+    """Issue 12: a bounce for an address we never mailed, or one not returning our message to
+    it (none, or our message to someone else), suppresses nothing and waits for review."""
+    ws, _sink, server, user = inbox_ws
+    ws.run("send", "--yes", check=True)
+    sent = {d["contact"]: d["message_id"] for d in table(ws, DELIVERIES)}
+    victim, other = sorted(sent)[:2]
+    server.append(user, bounce_about("stranger@elsewhere.example.org", sent[victim]), ON_TIME)
+    server.append(user, bounce_about(victim, ""), ON_TIME)
+    server.append(user, bounce_about(victim, sent[other]), ON_TIME)
+    await watch_once(ws)
+    assert table(ws, SUPPRESSIONS) == []
+    reviews = sorted(str(d["review"]["code"]) for d in table(ws, INBOUND))
+    assert reviews == ["bounce_not_ours", "bounce_not_ours", "bounce_not_sent"]
+    assert not any(d.get("bounced") for d in table(ws, DELIVERIES))
+
+
+async def test_complaint_and_gave_up_are_shown_in_status(inbox_ws: Any) -> None:
+    """An ARF complaint (recipient redacted) suppresses the address our returned message went
+    to, as "complained"; a notice that the server gave up on a 4xx suppresses nothing and marks
+    the invitation undelivered. `status` shows both."""
+    ws, _sink, server, user = inbox_ws
+    ws.run("send", "--yes", check=True)
+    sent = {d["contact"]: d["message_id"] for d in table(ws, DELIVERIES)}
+    complainer, gone = sorted(sent)[:2]
+    data = Path(__file__).parent / "data" / "bounces"
+    arf = (data / "arf_redacted.eml").read_text(encoding="utf-8")
+    arf = re.sub(r"Message-ID: <[0-9a-f]{32}\.invitation@example\.com>",
+                 f"Message-ID: {sent[complainer]}", arf)
+    expired = (data / "exim_retry_timeout.eml").read_text(encoding="utf-8")
+    expired = expired.replace("kancelaria@gmina-h.example.pl", gone)
+    expired = re.sub(r"Message-ID: <[0-9a-f]{32}\.invitation@example\.com>",
+                     f"Message-ID: {sent[gone]}", expired)
+    server.append(user, arf.encode(), ON_TIME)
+    server.append(user, expired.encode(), ON_TIME)
+    await watch_once(ws)
+    with open_state(ws.state, writer=False) as store:
+        assert store.get(SUPPRESSIONS, complainer)["reason"] == "complained"
+        assert store.get(SUPPRESSIONS, gone) is None
+    counts = json.loads(ws.run("status", "--format", "json", check=True).stdout)
+    assert counts["suppressions"] == {"complained": 1}
+    assert counts["deliveries"]["invitation undelivered"] == 1
+    assert "never mailed again: complained 1" in ws.run("status", check=True).stdout
 
 
 async def test_backlog_before_the_first_start_is_not_answered(inbox_ws: Any) -> None:

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from mailer.clock import Clock
-from mailer.contacts import Contact
+from mailer.contacts import Contact, normalize_key
 from mailer.models import (
     ANSWERS,
     DELIVERIES,
@@ -28,8 +28,11 @@ from mailer.models import (
 )
 from mailer.reading.classify import Kind
 from mailer.reading.understand import Reading
+from mailer.reasons import Code, Reason
 from mailer.settings import Settings
 from mailer.store import Doc, Store
+from mailer.suppress import judge_bounce
+from mailer.trust import office_domain, registration_key, same_office
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +96,10 @@ class Ledger:
         self.contacts = _index_contacts(contacts)
         # Our Message-ID → the contact it went to (the whole delivery is not needed).
         self.by_message_id = {d["message_id"]: d["contact"] for d in store.iter(DELIVERIES)}
+        # Whom we mailed, and their office domains: invited even if the list changed since.
+        self.delivered = {*self.by_message_id.values(),
+                          *(f"@{d}" for d in map(office_domain, self.by_message_id.values())
+                            if d)}
         self.index = _Index.build(store)
 
     def previous_values(self, sender: str, refs: tuple[str, ...]) -> dict[str, str] | None:
@@ -115,31 +122,79 @@ class Ledger:
                    if a and a["status"] != AnswerStatus.FAILED
                    and datetime.fromisoformat(a["created"]).astimezone(zone).date() == today)
 
-    def apply(self, reading: Reading) -> dict[str, Any]:
-        """The message's effect on registrations and suppressions (staged, not yet committed)."""
+    def apply(self, reading: Reading, *, by_hand: bool = False) -> dict[str, Any]:
+        """The message's effect on registrations and suppressions (staged, not yet committed).
+
+        Other people's registrations it would change are `withheld` for review, unless staff
+        entered the values (`by_hand`).
+        """
         if reading.kind is Kind.REGISTRATION:
-            return {"registrations": self._register(reading)}
+            keys, withheld = self._register(reading, by_hand=by_hand)
+            return {"registrations": keys, **({"withheld": withheld} if withheld else {})}
         if reading.kind is Kind.UNSUBSCRIBE:
             self._suppress(reading.sender, SuppressionReason.UNSUBSCRIBED, reading.key)
             return {"suppressed": [reading.sender]}
         if reading.kind is Kind.CANCELLATION:
             return self._cancel(reading)
         if reading.kind is Kind.BOUNCE:
-            for address in reading.classification.bounced:
-                self._suppress(address, SuppressionReason.BOUNCED, reading.key)
-                self._mark_bounced(address, reading.key)
-            return {"suppressed": list(reading.classification.bounced)}
+            return self._bounce(reading)
         return {}
 
-    def _register(self, reading: Reading) -> list[str]:
-        keys = []
+    def _bounce(self, reading: Reading) -> dict[str, Any]:
+        """Suppress what a notice about our mail reports failed for good (issue 12, 14)."""
+        found = reading.classification
+        verdict = judge_bounce(found, sent_ids=self.sent_ids, recipient_of=self.recipient_of,
+                               envelope=self.settings.own_addresses)
+        complaint = found.reason.code is Code.COMPLAINT
+        for address in verdict.suppress:
+            reason = SuppressionReason.COMPLAINED if complaint else SuppressionReason.BOUNCED
+            self._suppress(address, reason, reading.key)
+            if not complaint:
+                self._mark_bounced(address, reading.key)
+        for address in verdict.undelivered:
+            self._mark_bounced(address, reading.key, field="undelivered")
+        effects: dict[str, Any] = {"suppressed": list(verdict.suppress)}
+        if verdict.undelivered:
+            effects["undelivered"] = list(verdict.undelivered)
+        review = verdict.review()
+        if review is not None:
+            log.warning("message %s: %s", reading.key[:12], review)
+            effects["not_suppressed"] = [*verdict.not_sent, *verdict.not_ours]
+            effects["bounce_review"] = review.to_doc()
+        return effects
+
+    def sent_ids(self, address: str) -> set[str]:
+        """The Message-IDs of what we sent to `address`: invitation, reminders, answers."""
+        key = normalize_key(address)
+        ids = {i for i, contact in self.by_message_id.items() if contact == key}
+        invitation = self.store.get(DELIVERIES, f"{DeliveryKind.INVITATION}:{key}")
+        if invitation and invitation.get("message_id"):  # sent since this ledger was built
+            ids.add(invitation["message_id"])
+        for answer_key in self.index.answers_by_sender.get(untagged(key), ()):
+            answer = self.store.get(ANSWERS, answer_key)
+            if answer and answer.get("status") == AnswerStatus.SENT \
+                    and normalize_key(answer.get("to", "")) == key:
+                ids.add(answer["message_id"])
+        return ids
+
+    def recipient_of(self, message_id: str) -> str | None:
+        """Whom our invitation or reminder with that Message-ID went to, or None."""
+        return self.by_message_id.get(message_id)
+
+    def _register(self, reading: Reading, *, by_hand: bool) -> tuple[list[str], list[str]]:
+        keys, withheld = [], []
         assert reading.decision is not None
         for registrant, statuses in zip(reading.registrants, reading.decision.statuses,
                                         strict=True):
-            key = (registrant.email or reading.sender).lower()
+            key = registration_key(registrant, reading.sender)
             if self._over_registrant_limit(reading.sender, key):
                 continue
             old = self.store.get(REGISTRATIONS, key)
+            if old and not by_hand and self._foreign(reading, key, old):
+                log.warning("message %s would change another person's registration: held "
+                            "for review", reading.key[:12])
+                withheld.append(key)
+                continue
             was_cancelled = old and old.get("status") == RegistrationStatus.CANCELLED
             events = dict(old["events"]) if old and not was_cancelled else {}
             events.update({e: str(s) for e, s in statuses.items()})
@@ -162,7 +217,45 @@ class Ledger:
             self._stage_registration(key, doc)
             self._supersede(reading.sender, key)
             keys.append(key)
-        return keys
+        return keys, withheld
+
+    def _foreign(self, reading: Reading, key: str, old: Doc) -> bool:
+        """`old` is someone else's registration that this sender may not change (issue 12):
+        they are neither its person nor who registered it, of neither one's office domain,
+        and do not reply in our thread. Otherwise anyone could overwrite it, then cancel it."""
+        owners = (key, str(old.get("sender") or key))
+        sender = reading.sender
+        if any(untagged(sender) == untagged(owner) or same_office(sender, owner)
+               for owner in owners):
+            return False
+        return not self.in_our_thread(reading)
+
+    def unverified(self, reading: Reading) -> Reason | None:
+        """None when the sender is plausibly who the From says — authenticated by our MX, an
+        invited contact, or replying in our thread — else why their answer waits for review."""
+        if reading.authenticated or self.invited(reading.sender) or self.in_our_thread(reading):
+            return None
+        return Reason.of(Code.ANSWER_HELD)
+
+    def invited(self, sender: str) -> bool:
+        """`sender` (with or without its +tag) or its office's domain was invited."""
+        known = (self.contacts, self.delivered)
+        if any(a in k for a in (sender.lower(), untagged(sender)) for k in known):
+            return True
+        domain = office_domain(sender)
+        return bool(domain) and any(f"@{domain}" in k for k in known)
+
+    def in_our_thread(self, reading: Reading) -> bool:
+        """The reply names a message we sent: an invitation or reminder, or an answer that
+        went out (a held answer's id is computable by whoever wrote the message it answers)."""
+        for ref in reading.refs:
+            if ref in self.by_message_id:
+                return True
+            inbound = self.index.answer_inbound.get(ref)
+            answer = self.store.get(ANSWERS, inbound) if inbound else None
+            if answer and answer.get("status") == AnswerStatus.SENT:
+                return True
+        return False
 
     def _over_registrant_limit(self, sender: str, key: str) -> bool:
         """A flood of registrations from one address stops at a limit (for a human to see)."""
@@ -191,8 +284,10 @@ class Ledger:
         candidates = {reading.sender, *self.index.registrations_by_sender.get(reading.sender, ())}
         for key in sorted(candidates):
             doc = self.store.get(REGISTRATIONS, key)
-            if doc and doc.get("status") in (RegistrationStatus.COMPLETE,
-                                             RegistrationStatus.INCOMPLETE):
+            # Only the sender's own, or one they made and nobody has changed since: the
+            # answer names the events cancelled (issue 12).
+            if doc and reading.sender in (key, doc.get("sender")) and doc.get("status") in (
+                    RegistrationStatus.COMPLETE, RegistrationStatus.INCOMPLETE):
                 cancelled += [e for e in doc["events"] if e not in cancelled]
                 self._stage_registration(doc["key"], {
                     **doc, "status": RegistrationStatus.CANCELLED, "history": _history(doc),
@@ -206,10 +301,11 @@ class Ledger:
                             "at": self.clock.now().isoformat()}
         self.store.stage(SUPPRESSIONS, address.lower(), dict(doc))  # the store takes plain dicts
 
-    def _mark_bounced(self, address: str, message_key: str) -> None:
-        delivery = self.store.get(DELIVERIES, f"{DeliveryKind.INVITATION}:{address.lower()}")
+    def _mark_bounced(self, address: str, message_key: str, *, field: str = "bounced") -> None:
+        key = normalize_key(address)
+        delivery = self.store.get(DELIVERIES, f"{DeliveryKind.INVITATION}:{key}")
         if delivery:
-            self.store.stage(DELIVERIES, delivery["key"], {**delivery, "bounced": message_key})
+            self.store.stage(DELIVERIES, delivery["key"], {**delivery, field: message_key})
 
     def match_invitation(self, reading: Reading) -> InvitationMatch | None:
         """The contact invited: by our Message-ID in the thread, else the address, else domain."""

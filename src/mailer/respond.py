@@ -6,7 +6,7 @@ import hashlib
 import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from email_validator import EmailNotValidError, validate_email
 
@@ -49,12 +49,17 @@ def registrant_context(reading: Reading) -> list[AnswerRegistrant]:
 
 
 def answer_doc(reading: Reading, template: Answer, *, now: datetime, domain: str,
-               cancelled: Sequence[str] = ()) -> Doc:
-    """The outbox record: everything needed to build the answer again after a restart."""
+               cancelled: Sequence[str] = (), held: Reason | None = None) -> Doc:
+    """The outbox record: everything needed to build the answer again after a restart.
+
+    A `held` answer waits for staff to release it (`mailer review --release`); the outbox
+    sends only pending ones.
+    """
     refs = [r for r in (*reversed(reading.refs), reading.message_id) if r]
     return {
         "inbound": reading.key, "to": reading.sender, "template": str(template),
-        "status": AnswerStatus.PENDING, "attempts": 0, "created": now.isoformat(),
+        "status": AnswerStatus.HELD if held else AnswerStatus.PENDING, "attempts": 0,
+        "created": now.isoformat(), **({"held": held.to_doc()} if held else {}),
         "message_id": answer_message_id(reading.key, domain),
         "in_reply_to": reading.message_id, "references": refs[-20:],
         "subject": reply_subject(reading.subject),
@@ -140,14 +145,18 @@ def build_answer(renderer: Renderer, settings: Settings, doc: Doc) -> OutgoingMe
 async def flush_outbox(store: Store, renderer: Renderer, settings: Settings,
                        session: SmtpSession, *, now: Callable[[], datetime],
                        audit: AuditLog | None = None) -> tuple[int, int]:
-    """Send every pending answer; returns (sent, still pending). Never raises for SMTP trouble."""
+    """Send the pending answers the hourly cap allows; returns (sent, still pending).
+
+    Never raises for SMTP trouble. What the cap holds back stays pending for a later pass.
+    """
     sent = pending = 0
-    # An answer to an address that bounced since would bounce too (an unsubscribe's goes out).
-    waiting = sorted((d for d in store.iter(ANSWERS) if d["status"] == AnswerStatus.PENDING
-                      and (d["template"] == Answer.UNSUBSCRIBED
-                           or not store.has(SUPPRESSIONS, d["to"]))),
-                     key=lambda d: d["created"])
+    waiting, allowance = _due(store, settings, now())
     for position, doc in enumerate(waiting):
+        if sent >= allowance:
+            pending = len(waiting) - position
+            log.warning("hourly cap of %d answers reached (answers.max_per_hour): %d wait "
+                        "for a later hour", settings.answers.max_per_hour, pending)
+            break
         try:
             message = build_answer(renderer, settings, doc)
             attempt = await session.send(message.to, message.data)
@@ -165,17 +174,33 @@ async def flush_outbox(store: Store, renderer: Renderer, settings: Settings,
             update["status"] = AnswerStatus.FAILED
         else:
             pending = len(waiting) - position  # this one and every one not tried yet
-            log.info("answer to %s waits (%s %s); %d answers wait", doc["to"],
+            log.info("answer to message %s waits (%s %s); %d answers wait", doc["key"][:12],
                      attempt.code or "", attempt.text, pending)
             await store.put(ANSWERS, doc["key"], update)
             break  # the server is unwell: try again on the next round
-        await store.put(ANSWERS, doc["key"], update)
-        if audit:
-            audit.record("answer", at=now(), to=doc["to"], template=doc["template"],
-                         status=update["status"], message_id=doc["message_id"],
-                         inbound=doc["inbound"], code=attempt.code)
-        log.info("answer %s to %s: %s", doc["template"], doc["to"], update["status"])
+        # Journalled with the answer's new status, then logged (issue 12).
+        await store.put(ANSWERS, doc["key"], update, audit=_entry(
+            audit, now(), doc, status=update["status"], code=attempt.code))
+        log.info("answer %s to message %s: %s", doc["template"], doc["key"][:12],
+                 update["status"])
     return sent, pending
+
+
+def _due(store: Store, settings: Settings, now: datetime) -> tuple[list[Doc], int]:
+    """The pending answers, oldest first, and how many may go out now under the hourly cap
+    (a stranger's flood must not make the ministry's server a spam source, issue 12)."""
+    since = now - timedelta(hours=1)
+    waiting: list[Doc] = []
+    recent = 0
+    for doc in store.iter(ANSWERS):
+        if doc["status"] == AnswerStatus.SENT:
+            recent += bool(doc.get("sent")) and datetime.fromisoformat(doc["sent"]) > since
+        # An answer to an address that bounced since would bounce too (an unsubscribe's goes).
+        elif doc["status"] == AnswerStatus.PENDING and (
+                doc["template"] == Answer.UNSUBSCRIBED or not store.has(SUPPRESSIONS, doc["to"])):
+            waiting.append(doc)
+    waiting.sort(key=lambda d: d["created"])
+    return waiting, max(0, settings.answers.max_per_hour - recent)
 
 
 async def _give_up(store: Store, doc: Doc, err: Exception, *, now: Callable[[], datetime],
@@ -187,12 +212,19 @@ async def _give_up(store: Store, doc: Doc, err: Exception, *, now: Callable[[], 
     """
     error = f"{type(err).__name__}: {str(err)[:200]}".strip()
     log_error = log.warning if isinstance(err, UnsendableAnswer) else log.exception
-    log_error("answer %s to %s cannot be sent: %s", doc["message_id"], doc["to"], error)
+    log_error("answer %s to message %s cannot be sent: %s", doc["message_id"], doc["key"][:12],
+              error)
     reason = Reason.of(Code.ANSWER_FAILED, error=error)
     update = {**doc, "attempts": doc["attempts"] + 1, "status": AnswerStatus.FAILED,
               "code": None, "reply": error, "error": reason.to_doc()}
-    await store.put(ANSWERS, doc["key"], update)
-    if audit:
-        audit.record("answer", at=now(), to=doc["to"], template=doc["template"],
-                     status=AnswerStatus.FAILED, message_id=doc["message_id"],
-                     inbound=doc["inbound"], code=None)
+    await store.put(ANSWERS, doc["key"], update, audit=_entry(
+        audit, now(), doc, status=AnswerStatus.FAILED, code=None))
+
+
+def _entry(audit: AuditLog | None, at: datetime, doc: Doc, *, status: str,
+           code: int | None) -> Doc | None:
+    """The audit entry of an answer's outcome, recorded with it."""
+    if audit is None:
+        return None
+    return audit.entry("answer", at=at, to=doc["to"], template=doc["template"], status=status,
+                       message_id=doc["message_id"], inbound=doc["inbound"], code=code)

@@ -105,6 +105,8 @@ class AnswerSettings:
     max_per_sender_per_day: int = 5
     trusted_authserv_id: str = ""  # our MX's Authentication-Results id; "" = the topmost
     max_registrants_per_sender: int = 50
+    # Answers sent in any 60 minutes, all senders together; more wait for a later hour.
+    max_per_hour: int = 200
 
 
 @dataclass(frozen=True)
@@ -434,7 +436,8 @@ class _Loader:
         return smtp
 
     def answers(self, raw: Mapping[str, Any]) -> AnswerSettings:
-        keys = {"max_per_sender_per_day", "trusted_authserv_id", "max_registrants_per_sender"}
+        keys = {"max_per_sender_per_day", "trusted_authserv_id", "max_registrants_per_sender",
+                "max_per_hour"}
         tab = self.table(raw, "answers", keys)
         d = AnswerSettings()
         return AnswerSettings(
@@ -445,6 +448,8 @@ class _Loader:
             max_registrants_per_sender=self.int_in(tab, "answers", "max_registrants_per_sender",
                                                    # the reader reads at most 1,000 forms
                                                    1, 1_000, d.max_registrants_per_sender),
+            max_per_hour=self.int_in(tab, "answers", "max_per_hour", 1, 1_000_000,
+                                     d.max_per_hour),
         )
 
     def imap(self, raw: Mapping[str, Any]) -> ImapSettings:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -12,17 +14,20 @@ from mailer.clock import Clock
 from mailer.contacts import normalize_key, read_contacts
 from mailer.effects import Ledger
 from mailer.errors import MailerError
+from mailer.export import neutralise
 from mailer.models import (
     ANSWERS,
     CURRENT_STATUSES,
     DELIVERIES,
     INBOUND,
     REGISTRATIONS,
+    SUPPRESSIONS,
     AnswerStatus,
     RegistrationStatus,
     Resolution,
     ReviewResolution,
     Status,
+    message_path,
 )
 from mailer.reading.classify import Classification, Kind
 from mailer.reading.decide import EventStatus, decide_registration
@@ -42,6 +47,7 @@ class Person:
     inbound: list[Doc]
     answers: list[Doc]
     deliveries: list[Doc]
+    folder: Path  # the state folder, where the raw messages are
 
 
 def person(store: Store, address: str) -> Person:
@@ -60,6 +66,7 @@ def person(store: Store, address: str) -> Person:
         inbound=sorted(inbound, key=lambda d: d.get("received", "")),
         answers=sorted(answers, key=lambda d: d.get("created", "")),
         deliveries=sorted(deliveries, key=lambda d: d.get("at") or ""),
+        folder=store.folder,
     )
 
 
@@ -85,9 +92,9 @@ def mark_handled(store: Store, audit: AuditLog, key: str, *, now: datetime,
     resolution: ReviewResolution = {"how": Resolution.HANDLED, "by": audit.actor,
                                     "at": now.isoformat(), "note": note}
     store.stage(INBOUND, doc["key"], {**doc, "resolved": resolution})
+    store.stage_audit(audit.entry("review", at=now, message=doc["key"],
+                                  how=Resolution.HANDLED, note=note))
     store.commit_now()
-    audit.record("review", at=now, message=doc["key"], how=Resolution.HANDLED, note=note)
-    audit.flush()
     return doc
 
 
@@ -104,6 +111,18 @@ def _reading_of(doc: Doc, raw: bytes, received: datetime, settings: Settings) ->
                        automated=None, forged=None, own_text="", drafts=())
 
 
+def _raw_message(store: Store, doc: Doc) -> bytes:
+    file = message_path(store.folder, doc.get("path"))
+    try:
+        if file is not None:
+            return file.read_bytes()
+    except OSError as err:
+        raise MailerError(f"message {doc['key']}: cannot read {file}: {err.strerror}",
+                          hint="was it erased, or the state folder copied without it?") from err
+    raise MailerError(f"message {doc['key']}: its raw .eml is not in "
+                      f"{store.folder / 'messages'} (recorded: {doc.get('path')!r})")
+
+
 def register_by_hand(store: Store, audit: AuditLog, settings: Settings, key: str,
                      values: dict[str, str], *, clock: Clock) -> Doc:
     """Register the person a reviewed message is about, with fields a human read from it.
@@ -112,7 +131,7 @@ def register_by_hand(store: Store, audit: AuditLog, settings: Settings, key: str
     time = the message's INTERNALDATE); no answer is sent: the clerk is the one in contact.
     """
     doc = _waiting(store, key)
-    raw = Path(doc["path"]).read_bytes()
+    raw = _raw_message(store, doc)
     received = datetime.fromisoformat(doc["received"])
     reading = _reading_of(doc, raw, received, settings)
     registrant = validate_draft(values, sender=reading.sender, events=settings.events)
@@ -125,16 +144,41 @@ def register_by_hand(store: Store, audit: AuditLog, settings: Settings, key: str
         decision=decide_registration([registrant], received, settings.events))
     ledger = Ledger(settings, store, clock=clock,
                     contacts=read_contacts(settings.campaign.recipients).contacts)
-    effects: dict[str, Any] = ledger.apply(reading)
+    effects: dict[str, Any] = ledger.apply(reading, by_hand=True)  # a human decided
     now = clock.now()
     resolution: ReviewResolution = {"how": Resolution.REGISTERED, "by": audit.actor,
                                     "at": now.isoformat(),
                                     "registrations": effects.get("registrations", [])}
     store.stage(INBOUND, doc["key"], {**doc, "resolved": resolution})
+    store.stage_audit(audit.entry("review", at=now, message=doc["key"],
+                                  how=Resolution.REGISTERED,
+                                  registrations=resolution["registrations"]))
     store.commit_now()
-    audit.record("review", at=now, message=doc["key"], how=Resolution.REGISTERED,
-                 registrations=resolution["registrations"])
-    audit.flush()
+    return doc
+
+
+def held_answer(store: Store, key: str) -> Doc | None:
+    """The answer to the message `key` when it waits for staff (an unverified sender)."""
+    answer = store.get(ANSWERS, key)
+    return answer if answer and answer.get("status") == AnswerStatus.HELD else None
+
+
+def release_answer(store: Store, audit: AuditLog, key: str, *, now: datetime) -> Doc:
+    """Approve the held answer of a reviewed message: it goes out with the service's next
+    pass (`mailer run`, `mailer watch`), under the same limits as any answer (issue 12)."""
+    doc = _waiting(store, key)
+    answer = held_answer(store, doc["key"])
+    if answer is None:
+        raise MailerError(f"no answer to {doc['key'][:12]} waits for approval",
+                          hint="resolve it with --handled or --register")
+    resolution: ReviewResolution = {"how": Resolution.RELEASED, "by": audit.actor,
+                                    "at": now.isoformat()}
+    store.stage(ANSWERS, answer["key"], {**answer, "status": AnswerStatus.PENDING,
+                                         "released": resolution})
+    store.stage(INBOUND, doc["key"], {**doc, "resolved": resolution})
+    store.stage_audit(audit.entry("review", at=now, message=doc["key"],
+                                  how=Resolution.RELEASED, answer=answer["message_id"]))
+    store.commit_now()
     return doc
 
 
@@ -143,8 +187,13 @@ def campaign_counts(store: Store, settings: Settings) -> dict[str, Any]:
     deliveries: dict[str, int] = {}
     for doc in store.all(DELIVERIES):
         kind = str(doc.get("kind", "")).partition(":")[0]
-        status = Status.BOUNCED if doc.get("bounced") else str(doc.get("status"))
+        status = Status.BOUNCED if doc.get("bounced") else \
+            Status.UNDELIVERED if doc.get("undelivered") else str(doc.get("status"))
         deliveries[f"{kind} {status}"] = deliveries.get(f"{kind} {status}", 0) + 1
+    suppressions: dict[str, int] = {}  # by reason: complaints (ARF) show here (issue 14)
+    for doc in store.iter(SUPPRESSIONS):
+        reason = str(doc.get("reason", ""))
+        suppressions[reason] = suppressions.get(reason, 0) + 1
     inbound: dict[str, int] = {}
     for doc in store.all(INBOUND):
         inbound[doc.get("kind", "")] = inbound.get(doc.get("kind", ""), 0) + 1
@@ -158,10 +207,12 @@ def campaign_counts(store: Store, settings: Settings) -> dict[str, Any]:
                 events.setdefault(event_id, dict.fromkeys(EventStatus, 0))[standing] += 1
     answers = [d for d in store.all(ANSWERS)]
     return {
-        "campaign": settings.campaign.name, "deliveries": deliveries, "inbound": inbound,
+        "campaign": settings.campaign.name, "deliveries": deliveries,
+        "suppressions": suppressions, "inbound": inbound,
         "registrations": people, "events": events,
         "answers_sent": sum(1 for a in answers if a.get("status") == AnswerStatus.SENT),
         "answers_pending": sum(1 for a in answers if a.get("status") == AnswerStatus.PENDING),
+        "answers_held": sum(1 for a in answers if a.get("status") == AnswerStatus.HELD),
         "review": len(review_queue(store)),
     }
 
@@ -174,22 +225,28 @@ def format_counts(counts: dict[str, Any]) -> str:
     lines = [
         f"campaign: {counts['campaign']}",
         f"deliveries: {pairs(counts['deliveries'])}",
+        f"never mailed again: {pairs(counts.get('suppressions', {}))}",
         f"inbound: {pairs(counts['inbound'])}",
         f"registrations: {pairs(counts['registrations'])}",
         *(f"  {event}: confirmed {c['confirmed']}, late {c['late']}"
           for event, c in counts["events"].items()),
-        f"answers: sent {counts['answers_sent']}, pending {counts['answers_pending']}",
+        f"answers: sent {counts['answers_sent']}, pending {counts['answers_pending']}, "
+        f"held for review {counts['answers_held']}",
         f"waiting for review: {counts['review']}",
     ]
     return "\n".join(lines) + "\n"
 
 
 def counts_csv(rows: list[dict[str, Any]]) -> bytes:
-    """Flat CSV (UTF-8 BOM, ';') of dictionaries; nested ones become `a.b` columns."""
+    """Flat CSV (UTF-8 BOM, ';') of dictionaries; nested ones become `a.b` columns. A city
+    comes from a contact list or a reply: a formula in it stays text, as in every export."""
     flat = [_flatten(r) for r in rows]
     columns = list(dict.fromkeys(k for r in flat for k in r))
-    lines = [";".join(columns), *(";".join(str(r.get(c, "")) for c in columns) for r in flat)]
-    return ("\r\n".join(lines) + "\r\n").encode("utf-8-sig")
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, delimiter=";", lineterminator="\r\n")
+    writer.writerow([neutralise(c) for c in columns])
+    writer.writerows([neutralise(r.get(c, "")) for c in columns] for r in flat)
+    return buffer.getvalue().encode("utf-8-sig")
 
 
 def _flatten(row: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -212,12 +269,15 @@ def describe_person(found: Person) -> list[str]:
         lines += [f"  earlier ({old.get('updated', '')[:16]}): {old.get('status')}, "
                   f"{old.get('city')}, {old.get('events')}" for old in doc.get("history", [])]
     for doc in found.deliveries:
+        note = " (bounced)" if doc.get("bounced") else \
+            " (not delivered: temporary reason, the server gave up)" \
+            if doc.get("undelivered") else ""
         lines.append(f"out {(doc.get('at') or '')[:16]}  {doc.get('kind')}: {doc.get('status')}"
-                     f"{' (bounced)' if doc.get('bounced') else ''}")
+                     f"{note}")
     for doc in found.inbound:
         lines.append(f"in  {doc.get('received', '')[:16]}  {doc.get('kind')}: "
                      f"{doc.get('subject')!r}  answer: {doc.get('answer') or '-'}  "
-                     f"raw: {doc.get('path')}")
+                     f"raw: {message_path(found.folder, doc.get('path')) or '-'}")
         read = doc.get("read") or {}
         for person in read.get("registrants", []):
             events = ", ".join(f"{k}: {v}" for k, v in person.get("events", {}).items())

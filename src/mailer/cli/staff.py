@@ -40,6 +40,12 @@ def forget(app: App, email: str, yes: bool) -> None:
                f"redacted {erasure.audit_entries} audit entries; the address is kept only as "
                f"{erasure.subject}, so it is never mailed again")
     click.echo("note: copies on the mail server (the IMAP folder) are not touched", err=True)
+    # Logs are not state: they are the system's (journald, a file), and `forget` cannot edit
+    # them (issue 12). The inbox side logs message keys; sending failures name the recipient.
+    click.echo("note: the service's logs (journald: journalctl -u mailer, or wherever its "
+               "output goes) may still hold the address in lines about sending to it and in "
+               "lines an earlier release wrote; they go when the log is rotated "
+               "(see the README, 'What the logs keep')", err=True)
 
 
 @click.command()
@@ -84,7 +90,7 @@ def status(app: App, cities: bool, fmt: str) -> None:
             data = [{"city": r.city, "contacts": r.contacts, "status": str(r.status),
                      "invited": r.invited, "bounced": r.bounced,
                      "unsubscribed": r.unsubscribed, "registered": r.registered,
-                     "incomplete": r.incomplete, "events": r.events,
+                     "incomplete": r.incomplete, "review": r.review, "events": r.events,
                      "people_per_event": r.people_per_event} for r in rows]
             text = "\n".join(cities_table(rows, event_ids)) + "\n"
         else:
@@ -153,6 +159,9 @@ def show(app: App, email: str) -> None:
 @click.command()
 @click.option("--handled", "handled_key", metavar="ID", help="Mark this message handled.")
 @click.option("--note", default="", help="With --handled: why.")
+@click.option("--release", "release_key", metavar="ID",
+              help="Approve the answer held for this message (sender not verified); the "
+              "service sends it with its next pass.")
 @click.option("--register", "register_key", metavar="ID",
               help="Register the person of this message with the fields below.")
 @click.option("--name")
@@ -162,16 +171,20 @@ def show(app: App, email: str) -> None:
 @click.option("--phone")
 @click.option("--event", "events", multiple=True, help="Event id (repeat for several).")
 @click.pass_obj
-def review(app: App, /, handled_key: str | None, note: str, register_key: str | None,
-           **fields: Any) -> None:
-    """Inbound messages waiting for a human; resolve one with --handled or --register."""
+def review(app: App, /, handled_key: str | None, note: str, release_key: str | None,
+           register_key: str | None, **fields: Any) -> None:
+    """Inbound messages waiting for a human; resolve one with --handled, --release or
+    --register."""
     settings = app.settings()
-    if handled_key or register_key:
+    if handled_key or release_key or register_key:
         with open_state(settings.storage, writer=True) as store:
             audit = AuditLog(settings.storage)
             if handled_key:
                 doc = staff.mark_handled(store, audit, handled_key, now=app.clock.now(),
                                          note=note)
+            elif release_key:
+                doc = staff.release_answer(store, audit, release_key, now=app.clock.now())
+                click.echo("the answer goes out with the service's next pass", err=True)
             else:
                 values = {k: v for k, v in fields.items() if v and k != "events"}
                 values["event"] = ", ".join(fields["events"])
@@ -181,11 +194,18 @@ def review(app: App, /, handled_key: str | None, note: str, register_key: str | 
         return
     with open_state(settings.storage, writer=False) as store:
         waiting = staff.review_queue(store)
+        held = {d["key"] for d in waiting if staff.held_answer(store, d["key"])}
     rows = [[d["key"][:12], d.get("received", "")[:16], d.get("sender", ""), d.get("kind", ""),
-             d.get("subject", "")[:40], reasons.english(d.get("review"))] for d in waiting]
+             d.get("subject", "")[:40], _why(d, held=d["key"] in held)] for d in waiting]
     click.echo("\n".join(format_table(["id", "received", "sender", "kind", "subject", "why"],
                                       rows)))
     click.echo(f"{len(waiting)} messages wait for review", err=True)
+
+
+def _why(doc: dict[str, Any], *, held: bool) -> str:
+    """The review reason, and that an answer waits for --release when one does."""
+    why = reasons.english(doc.get("review"))
+    return f"{why}; answer held (--release)" if held and "answer held" not in why else why
 
 
 @click.command()

@@ -87,6 +87,24 @@ def dmarc_failure(msg: Message, authserv_id: str = "") -> str | None:
     header on top, so without a configured authserv-id the topmost one is taken; with one,
     the first header carrying that id.
     """
+    found = _our_verdict(msg, authserv_id)
+    if found and found[1] in ("fail", "reject", "quarantine"):
+        return f"dmarc={found[1]} at {found[0]}"
+    return None
+
+
+def dmarc_pass(msg: Message, authserv_id: str) -> str | None:
+    """`dmarc=pass` from our MX, named by its configured authserv-id, or None.
+
+    Unlike a failure, a pass is never taken from the topmost header alone: where our MX adds
+    none, the topmost is the sender's own, and a pass lets its answer go out unreviewed.
+    """
+    found = _our_verdict(msg, authserv_id) if authserv_id else None
+    return f"dmarc=pass at {found[0]}" if found and found[1] == "pass" else None
+
+
+def _our_verdict(msg: Message, authserv_id: str) -> tuple[str, str] | None:
+    """(server, dmarc verdict) of our MX's Authentication-Results, or None."""
     try:
         headers = [str(h) for h in msg.get_all("Authentication-Results") or []]
     except Exception:  # a malformed header must not stop the reading
@@ -96,7 +114,5 @@ def dmarc_failure(msg: Message, authserv_id: str = "") -> str | None:
         if authserv_id and server != authserv_id.lower():
             continue
         verdict = _AUTH_RESULT.search(header)
-        if verdict and verdict.group(1).lower() in ("fail", "reject", "quarantine"):
-            return f"dmarc={verdict.group(1).lower()} at {server}"
-        return None
+        return (server, verdict.group(1).lower()) if verdict else None
     return None

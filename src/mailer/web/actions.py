@@ -116,6 +116,21 @@ class Actions:
         log.info("web: review %s marked handled", key[:12])
         return RedirectResponse(f"/review?done={Resolution.HANDLED}", status_code=303)
 
+    async def release(self, request: Request) -> Response:
+        """Approve a held answer (sender not verified): the service sends it next pass."""
+        if await self._form(request) is None:
+            return self._refused()
+        key, now = request.path_params["key"], self.web.clock.now()
+        try:
+            await run_in_threadpool(self._write, lambda store, audit: staff.release_answer(
+                store, audit, key, now=now))
+        except StateLockedError as err:
+            return self._locked(request, err)
+        except MailerError as err:
+            return review_item_page(self.web, request, key, error=str(err), status=400)
+        log.info("web: review %s answer released", key[:12])
+        return RedirectResponse(f"/review?done={Resolution.RELEASED}", status_code=303)
+
     async def register(self, request: Request) -> Response:
         form = await self._form(request)
         if form is None:
@@ -169,6 +184,7 @@ def action_routes(web: WebApp) -> list[Route]:
         Route("/login", actions.login, methods=["POST"]),
         Route("/logout", actions.logout, methods=["POST"]),
         Route("/review/{key}/handled", actions.handled, methods=["POST"]),
+        Route("/review/{key}/release", actions.release, methods=["POST"]),
         Route("/review/{key}/register", actions.register, methods=["POST"]),
         Route("/erase", actions.erase, methods=["POST"]),
     ]

@@ -13,10 +13,10 @@ from starlette.routing import Route
 
 from mailer.audit import AuditLog, web_actor
 from mailer.export import record_export, to_csv, to_xlsx
-from mailer.models import CURRENT_STATUSES, INBOUND, Resolution
+from mailer.models import CURRENT_STATUSES, INBOUND, Resolution, message_path
 from mailer.reading.validate import Problem
 from mailer.settings import Event
-from mailer.staff import person, review_queue
+from mailer.staff import held_answer, person, review_queue
 from mailer.web.views import (
     CITY_COLUMNS,
     CITY_STATUS_PL,
@@ -40,6 +40,8 @@ NOTICES: dict[str, str] = {  # by `?done=`: how a review item was just resolved
     Resolution.HANDLED: "Wiadomość oznaczono jako załatwioną; zapisano to w dzienniku audytu.",
     Resolution.REGISTERED: "Zarejestrowano osobę z podanymi polami; zapisano to w dzienniku "
                            "audytu.",
+    Resolution.RELEASED: "Odpowiedź zatwierdzono: usługa wyśle ją przy najbliższym sprawdzeniu "
+                         "skrzynki; zapisano to w dzienniku audytu.",
 }
 
 
@@ -152,9 +154,11 @@ class Pages:
 
     def raw_message(self, request: Request) -> Response:
         key = request.path_params["key"]
-        doc = self.web.state.store().get(INBOUND, key) if KEY.match(key) else None
+        store = self.web.state.store()
+        doc = store.get(INBOUND, key) if KEY.match(key) else None
+        file = message_path(store.folder, doc.get("path")) if doc else None
         try:
-            data = Path(doc["path"]).read_bytes() if doc else None
+            data = file.read_bytes() if file else None
         except OSError:
             data = None
         if data is None:
@@ -194,7 +198,8 @@ def review_item_page(web: WebApp, request: Request, key: str, *,
     return web.render(request, "review_item.html.j2", status=status, title="Do przejrzenia",
                       doc=doc, view=view, values=values or prefill(view),
                       problems={p.field: p.message for p in problems or []}, error=error,
-                      events=web.settings.events, fields=FIELD_PL)
+                      events=web.settings.events, fields=FIELD_PL,
+                      held=held_answer(store, doc["key"]))
 
 
 def page_routes(web: WebApp) -> list[Route]:
