@@ -93,8 +93,39 @@ def test_preview_writes_the_exact_message(make_workspace: Any) -> None:
     assert result.returncode == 0, result.stderr
     msg = message_from_bytes(out.read_bytes(), policy=policy.default)
     assert msg["To"].addresses[0].addr_spec == "osoba3@miasto3.example.com"
+    assert out.stat().st_mode & 0o777 == 0o600  # personal data, as every export (issue 12)
     shown = ws.run("preview", "--to", "osoba3@miasto3.example.com", check=True).stdout
     assert "Subject: Zaproszenie – Wrocław" in shown and "Imię i nazwisko:" in shown
+
+
+@pytest.mark.parametrize(("name", "content", "why"), [
+    ("missing.eml", None, "no such file"),
+    ("folder.eml", "dir", "not a regular file"),
+    ("empty.eml", b"", "not an e-mail message"),
+    ("notes.txt", b"[project]\nname = 'x'\n", "not an e-mail message"),
+    ("photo.eml", bytes(range(256)) * 8, "not an e-mail message"),
+])
+def test_inspect_names_a_file_it_cannot_use(make_workspace: Any, name: str,
+                                            content: bytes | str | None, why: str) -> None:
+    """inspect on a missing, unreadable or non-message file: exit 1 naming it, no traceback."""
+    ws = make_workspace()
+    path = ws.root / name
+    if content == "dir":
+        path.mkdir()
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    result = ws.run("inspect", str(path))
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert f"error: {path}: " in result.stderr and why in result.stderr
+    assert "hint: give a message saved as .eml" in result.stderr
+
+
+def test_inspect_reports_a_read_error(make_workspace: Any) -> None:
+    """A file that fails while being read (EIO here) is exit 1 too, with the system's reason."""
+    ws = make_workspace()
+    result = ws.run("inspect", "/proc/self/mem")
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "/proc/self/mem: cannot read the message: Input/output error" in result.stderr
 
 
 def test_bad_rehearsal_clock_is_explained(make_workspace: Any) -> None:

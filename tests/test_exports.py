@@ -90,3 +90,18 @@ def test_exports_are_written_for_the_owner_only(tmp_path: Path) -> None:
     existing.chmod(0o644)
     write_private(existing, b"new")
     assert existing.read_bytes() == b"new" and existing.stat().st_mode & 0o777 == 0o600
+
+
+def test_status_csv_neutralises_formulas(make_workspace: Any) -> None:
+    """`status --cities --format csv`: a city written as a formula stays text (and a `;` in it
+    stays in its cell); the counts stay numbers."""
+    city = HOSTILE["name"]  # holds `;` and quotes too
+    ws = make_workspace(contacts=[["jan@gdynia.example.com", "Jan", "Kowalski", "Naczelnik",
+                                   city]])
+    result = ws.run("status", "--cities", "--format", "csv", check=True)
+    rows = list(csv.DictReader(io.StringIO(result.stdout.lstrip("\ufeff")), delimiter=";"))
+    assert [row["city"] for row in rows] == [f"'{city}"]
+    assert rows[0]["contacts"] == "1"
+    totals = ws.run("status", "--format", "csv", check=True).stdout
+    assert not any(is_formula(cell) for row in csv.reader(io.StringIO(totals), delimiter=";")
+                   for cell in row)

@@ -16,9 +16,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mailer.errors import DeliveryError
+from mailer.reading.body import html_to_text
 from mailer.reading.headers import dmarc_failure
-from mailer.reading.parse import MAX_FORMS, html_to_text, read_forms
-from mailer.reading.understand import MAX_HEADER_CHARS, parse_bytes, reading_json, understand
+from mailer.reading.parse import MAX_FORMS, MAX_LINES, first_lines, read_forms
+from mailer.reading.understand import (
+    MAX_CONTAINERS,
+    MAX_HEADER_CHARS,
+    UnreadableMessage,
+    parse_bytes,
+    reading_json,
+    understand,
+)
 from mailer.reading.validate import match_events
 from mailer.settings import Event, SmtpSettings
 from mailer.smtp_client import SmtpSession
@@ -244,3 +252,35 @@ def test_huge_headers_are_read_only_so_far() -> None:
     assert reading.sender == "a0@x.pl"
     assert reading.subject.startswith("ŁódźŁódź")  # RFC 2047: no space between words
     assert len(reading.subject) < MAX_HEADER_CHARS
+
+
+def nested(depth: int) -> bytes:
+    """`depth` multiparts inside each other, a form at the bottom."""
+    head = "From: jan@gdynia.example.com\r\nSubject: Re: Zaproszenie\r\nMIME-Version: 1.0\r\n"
+    opening = "".join(f'Content-Type: multipart/mixed; boundary="b{n}"\r\n\r\n--b{n}\r\n'
+                      for n in range(depth))
+    closing = "".join(f"\r\n--b{n}--\r\n" for n in reversed(range(depth)))
+    return (head + opening + "Content-Type: text/plain\r\n\r\nWydarzenie: PIM\r\n"
+            + closing).encode()
+
+
+def test_containers_past_the_limit_are_not_parsed() -> None:
+    """Up to MAX_CONTAINERS nested multiparts are parsed (the form at the bottom is found);
+    one more and the message is unreadable, for review, before the stdlib parser starts."""
+    reading = understand(nested(MAX_CONTAINERS), received=RECEIVED, events=EVENTS)
+    assert [dict(d.values) for d in reading.drafts] == [{"event": "PIM"}]
+    with pytest.raises(UnreadableMessage, match=f"more than {MAX_CONTAINERS} MIME"):
+        parse_bytes(nested(MAX_CONTAINERS + 1))
+
+
+def test_only_the_first_lines_of_a_body_are_read() -> None:
+    """Half a million quote markers after an attribution: the reader looks at MAX_LINES
+    lines and no more; a form before them is read."""
+    body = ("Wydarzenie: PIM\r\nImię i nazwisko: Jan Kowalski\r\nMiasto / urząd: Gdynia\r\n"
+            "W dniu 20.10.2020 o 12:00 Anna <anna@example.com> pisze:" + "\r\n>" * 500_000)
+    raw = f"From: jan@gdynia.example.com\r\nSubject: Re: x\r\n\r\n{body}\r\n".encode()
+    reading = understand(raw, received=RECEIVED, events=EVENTS)
+    assert [r.name for r in reading.registrants] == ["Jan Kowalski"]
+    read_lines = reading.own_text.count("\n") + reading.quoted_text.count("\n")
+    assert MAX_LINES - 10 < read_lines < MAX_LINES + 10
+    assert first_lines("a\nb\nc", 2) == "a\nb" and first_lines("a\nb", 2) == "a\nb"

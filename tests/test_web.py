@@ -23,6 +23,7 @@ from starlette.testclient import TestClient
 
 from mailer.clock import Clock
 from mailer.errors import UsageError
+from mailer.models import INBOUND
 from mailer.reading.decide import answer_allowed
 from mailer.reading.understand import understand
 from mailer.settings import load_settings
@@ -33,6 +34,7 @@ from tests.conftest import Workspace
 from tests.dovecot import Dovecot
 from tests.e2e.realrun import ADAM, INCOMPLETE, QUESTION, REQUEST, WEB_NOW, ZOFIA, real_run
 from tests.events import EVENTS
+from tests.test_inbox import table
 from tests.test_staff import files_mentioning
 
 TOKEN = "test-token-1234567890"
@@ -226,8 +228,8 @@ def test_binding_beyond_loopback_needs_public(tmp_path: Path) -> None:
 def listening_addresses(port: int) -> set[str]:
     """Local addresses with a socket listening on `port` (from /proc/net/tcp, tcp6)."""
     found = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
+    for listing in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(listing).read_text().splitlines()[1:]:
             local, state = line.split()[1], line.split()[3]
             address, _, hex_port = local.partition(":")
             if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
@@ -295,19 +297,33 @@ def test_dashboard_counts_and_chart(shared: Workspace) -> None:
     assert "28.10: 0 potwierdzonych, 1 po terminie" in html  # Adam, late for the workshop
 
 
+def test_dashboard_lists_review_first(shared: Workspace) -> None:
+    """What waits for a human is the front page's first section, each item linked (issue 13)."""
+    html = signed_in(shared).get("/").text
+    queue = waiting(shared)
+    assert queue and html.index("Czeka na przejrzenie") < html.index("Wysyłka zaproszeń")
+    for doc in queue:
+        assert f'href="/review/{doc["key"]}"' in html
+
+
 def test_cities_sort_and_filter(shared: Workspace) -> None:
     """`status --cities` as a table: sortable by any column, filtered by status and name."""
     client = signed_in(shared)
     cities = re.compile(r'<th scope="row">([^<]+)</th>')
-    assert cities.findall(client.get("/cities").text) == ["Łódź", "Gdańsk", "Kraków",
-                                                          "Wrocław", "Poznań"]
+    # Cities with a message waiting for a human come first (issue 13: never silent), then
+    # the list's order.
+    listed = client.get("/cities").text
+    assert cities.findall(listed) == ["Łódź", "Poznań", "Gdańsk", "Kraków", "Wrocław"]
+    review = client.get("/cities?status=needs+review").text
+    assert cities.findall(review) == ["Łódź", "Poznań"] and "czeka na przejrzenie" in review
+    assert "1 do przejrzenia" in review
     by_name = cities.findall(client.get("/cities?sort=city").text)
     assert by_name == ["Gdańsk", "Kraków", "Łódź", "Poznań", "Wrocław"]
     by_name_desc = client.get("/cities?sort=city&dir=desc").text
     assert cities.findall(by_name_desc) == by_name[::-1]
     assert 'aria-sort="descending"' in by_name_desc
     by_status = cities.findall(client.get("/cities?sort=status").text)
-    assert by_status[:2] == ["Kraków", "Wrocław"] and by_status[2] == "Gdańsk"
+    assert by_status[2:4] == ["Kraków", "Wrocław"] and by_status[4] == "Gdańsk"
     registered = client.get("/cities?status=registered").text
     assert cities.findall(registered) == ["Kraków", "Wrocław"]
     assert cities.findall(client.get("/cities?q=lodz").text) == ["Łódź"]
@@ -360,6 +376,24 @@ def test_person_shows_text_beside_what_was_read(shared: Workspace) -> None:
     assert missing.status_code == 404 and "Nic nie zapisano" in missing.text
     incomplete = client.get(f"/person?address={INCOMPLETE}").text
     assert "Pole „Miasto / urząd” jest puste" in incomplete
+
+
+def test_person_page_shows_the_stored_reading_not_the_raw_message(fresh: Workspace) -> None:
+    """The page shows what the watcher read (kept beside the .eml): a raw file replaced by a
+    message the reader would choke on changes nothing; with the reading gone, the page says
+    so and offers the original."""
+    client = signed_in(fresh)
+    [zofia] = [d for d in table(fresh, INBOUND) if d["sender"] == ZOFIA[1]]
+    raw = fresh.state / zofia["path"]
+    assert json.loads(raw.with_suffix(".json").read_text())["drafts"][0]["name"] == ZOFIA[0]
+    raw.write_bytes(b"Content-Type: multipart/mixed; boundary=b\r\n\r\n" * 5000)
+    html = client.get(f"/person?address={ZOFIA[1]}").text
+    marked = dict(re.findall(r'<mark title="[^"]+" data-field="(\w+)">([^<]+)</mark>', html))
+    assert marked["name"] == ZOFIA[0] and marked["city"] == "Kraków"
+    raw.with_suffix(".json").unlink()
+    page = client.get(f"/person?address={ZOFIA[1]}")
+    assert page.status_code == 200 and "Treść nie została zapisana" in page.text
+    assert '<mark title="' not in page.text.split("Co odczytano")[0]
 
 
 def test_raw_message_download(shared: Workspace) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from mailer.audit import AuditLog
 from mailer.campaign import person_hash
 from mailer.contacts import normalize_key
+from mailer.journal import fsync_dir
 from mailer.models import (
     ANSWERS,
     DELIVERIES,
@@ -21,9 +22,11 @@ from mailer.models import (
     DeliveryKind,
     Suppression,
     SuppressionReason,
+    message_path,
+    reading_file,
 )
 from mailer.reading.classify import Kind
-from mailer.store import Doc, Store, fsync_dir
+from mailer.store import Doc, Store
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +58,11 @@ def forget(store: Store, audit: AuditLog, address: str, *, now: datetime,
     for doc in registrations:
         store.stage_delete(REGISTRATIONS, doc["key"])
     for doc in store.all(INBOUND):
-        if doc.get("sender") == key or doc["key"] in messages or _bounce_names(doc, key):
-            erasure.files += _remove_file(doc.get("path"))
+        if doc.get("sender") == key or doc["key"] in messages \
+                or _bounce_names(store.folder, doc, key):
+            raw = message_path(store.folder, doc.get("path"))
+            erasure.files += _remove_file(raw)
+            _remove_file(reading_file(raw) if raw else None)  # what was read of it
             store.stage_delete(INBOUND, doc["key"])
     for doc in store.all(ANSWERS):
         if doc.get("to") == key or doc.get("inbound") in messages:
@@ -76,7 +82,7 @@ def forget(store: Store, audit: AuditLog, address: str, *, now: datetime,
     return erasure
 
 
-def _bounce_names(doc: Doc, key: str) -> bool:
+def _bounce_names(folder: Path, doc: Doc, key: str) -> bool:
     """Whether `doc` is a DSN about `key`: its record lists the address, or its raw bytes
     hold it (a delay notice lists none; issue 12). Such a notice is the person's data too:
     it goes whole, as their own messages do, other addresses it names included."""
@@ -86,9 +92,12 @@ def _bounce_names(doc: Doc, key: str) -> bool:
     listed = [*read.get("bounced", []), *effects.get("suppressed", [])]
     if key in (a.lower() for a in listed):
         return True
+    raw_file = message_path(folder, doc.get("path"))
+    if raw_file is None:  # no path, or one outside the state folder
+        return False
     try:
-        raw = Path(doc.get("path") or "").read_bytes()
-    except OSError:  # already gone, or no path
+        raw = raw_file.read_bytes()
+    except OSError:  # already gone
         return False
     # The whole address, not the tail of a longer one (ala@x.pl in mala@x.pl).
     whole = rb"(?<![\w.+-])" + re.escape(key.encode()) + rb"(?![\w.-])"
@@ -110,10 +119,9 @@ def _anonymise_deliveries(store: Store, key: str, subject: str) -> None:
                 "at": doc.get("at"), "erased": True})
 
 
-def _remove_file(path: str | None) -> int:
-    if not path:
+def _remove_file(file: Path | None) -> int:
+    if file is None:
         return 0
-    file = Path(path)
     try:
         file.unlink()
     except FileNotFoundError:

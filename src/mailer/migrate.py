@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import PurePath
 from typing import TYPE_CHECKING
 
 from mailer.errors import StateError
-from mailer.models import INBOUND, META
+from mailer.models import INBOUND, META, relative_message
 from mailer.reasons import Reason
 
 if TYPE_CHECKING:  # the store runs the steps when it opens: no import back at run time
@@ -45,9 +46,30 @@ def _reasons_as_codes(store: Store) -> int:
     return changed
 
 
+def _relative_paths(store: Store) -> int:
+    """Version 3: a message's `path` was absolute, and moving the state folder lost every raw
+    message (issue 12); it is relative to the folder now. A path not in the watcher's form
+    stays as it is: `message_path` refuses it."""
+    changed = 0
+    for doc in store.iter(INBOUND):
+        old = doc.get("path")
+        if not isinstance(old, str) or not PurePath(old).is_absolute():
+            continue
+        new = relative_message(old)
+        if new.is_absolute():
+            log.warning("%s: message %s: path %s left as it is (not in messages/)",
+                        store.folder, doc["key"], old)
+            continue
+        doc["path"] = new.as_posix()
+        store.stage(INBOUND, doc.pop("key"), doc)
+        changed += 1
+    return changed
+
+
 # STEPS[n] takes a state from version n + 1 to n + 2, and says how many documents it changed.
 STEPS: tuple[tuple[str, Callable[[Store], int]], ...] = (
     ("messages' reasons stored as codes", _reasons_as_codes),
+    ("raw messages' paths relative to the state folder", _relative_paths),
 )
 CURRENT = len(STEPS) + 1
 

@@ -9,6 +9,7 @@ Fields typed with an enum hold its value; `key` is the document's id, which the 
 from __future__ import annotations
 
 from enum import StrEnum
+from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any, Required, TypedDict
 
 if TYPE_CHECKING:  # for annotations only: the state does not need the reader at run time
@@ -24,6 +25,7 @@ INBOUND = "inbound"  # InboundMessage by the message's content hash
 REGISTRATIONS = "registrations"  # Registration by the registrant's address (lower case)
 ANSWERS = "answers"  # AnswerRecord by the key of the message it answers
 MAILBOX = "mailbox"  # MailboxPointer by IMAP folder
+MESSAGES = "messages"  # the folder, in the state folder, of the raw .eml files
 
 # --- statuses ---------------------------------------------------------------------------------
 
@@ -36,6 +38,9 @@ class Status(StrEnum):
     DEFERRED = "deferred"  # temporary failures used up this run: the next run retries
     # Never stored as a status: a sent delivery whose `bounced` names a DSN counts as this.
     BOUNCED = "bounced"
+    # Nor this: one whose `undelivered` names a notice that the MTA gave up retrying (a 4xx):
+    # not delivered, for a temporary reason; not suppressed, not sent again by `send`.
+    UNDELIVERED = "undelivered"
 
 
 class DeliveryKind(StrEnum):
@@ -54,6 +59,7 @@ class SuppressionReason(StrEnum):
 
     UNSUBSCRIBED = "unsubscribed"
     BOUNCED = "bounced"
+    COMPLAINED = "complained"  # marked our message as spam (ARF, RFC 5965): never mail again
     ERASED = "erased"  # RODO: kept under the person's salted hash
 
 
@@ -75,6 +81,7 @@ class AnswerStatus(StrEnum):
     """An answer's state in the outbox (`AnswerRecord.status`)."""
 
     PENDING = "pending"  # recorded, not yet accepted by the SMTP server
+    HELD = "held"  # waits for staff: the sender was not verified (`held`, issue 12)
     SENT = "sent"
     FAILED = "failed"  # refused permanently (5xx), or could not be built or sent (`error`)
 
@@ -84,6 +91,7 @@ class Resolution(StrEnum):
 
     HANDLED = "handled"  # looked at; nothing changed
     REGISTERED = "registered"  # the person registered with the fields a human read
+    RELEASED = "released"  # the held answer approved: it goes out with the next pass
 
 
 # --- documents --------------------------------------------------------------------------------
@@ -104,6 +112,7 @@ class Delivery(TypedDict, total=False):
     reply: str  # and its text
     source: str  # the contact list the address came from
     bounced: str  # the inbound key of the DSN that reported it undelivered
+    undelivered: str  # the inbound key of a notice that the MTA gave up on a temporary failure
     erased: bool
 
 
@@ -154,6 +163,10 @@ class Effects(TypedDict, total=False):
     registrations: list[str]  # keys of the registrations made, changed or cancelled
     suppressed: list[str]
     cancelled: list[str]  # event ids
+    withheld: list[str]  # keys of other people's registrations the message would change
+    undelivered: list[str]  # a notice that the MTA gave up retrying (not suppressed)
+    not_suppressed: list[str]  # failed addresses of a notice not about our mail to them
+    bounce_review: StoredReason  # why (Code.BOUNCE_NOT_SENT / BOUNCE_NOT_OURS, issue 12)
 
 
 class ReviewResolution(TypedDict, total=False):
@@ -186,7 +199,7 @@ class InboundMessage(TypedDict, total=False):
     kind: Required[Kind]
     reason: Required[StoredReason]  # why it is of this kind
     automated: Required[StoredReason | None]  # why a machine sent it
-    path: Required[str]
+    path: Required[str]  # "messages/<key>.eml": see `message_path`
     invitation: Required[InvitationMatch | None]
     read: Required[WhatWasRead]
     review: Required[StoredReason | None]  # why a human should look at it
@@ -257,6 +270,8 @@ class AnswerRecord(TypedDict, total=False):
     reply: str
     sent: str  # ISO time
     error: StoredReason  # why it could not be built or sent (Code.ANSWER_FAILED, issue 12)
+    held: StoredReason  # why it waits for staff (Code.ANSWER_HELD, issue 12)
+    released: ReviewResolution  # who approved a held answer, and when
 
 
 class MailboxPointer(TypedDict, total=False):
@@ -265,3 +280,43 @@ class MailboxPointer(TypedDict, total=False):
     key: str
     uidvalidity: Required[int]
     last_uid: Required[int]
+
+
+# --- where the raw messages are ---------------------------------------------------------------
+
+
+def message_record(key: str) -> str:
+    """What an inbound message's `path` holds: its raw .eml relative to the state folder."""
+    return f"{MESSAGES}/{key}.eml"
+
+
+def reading_file(raw: Path) -> Path:
+    """Where what was read of the message in `raw` (its .eml) is kept for the web view."""
+    return raw.with_suffix(".json")
+
+
+def relative_message(stored: str) -> PurePath:
+    """A stored `path` relative to the state folder. Before state version 3 it was absolute
+    (where the folder was then: issue 12); the watcher always wrote `<folder>/messages/<key>.eml`,
+    so an absolute one counts by its last two parts wherever the folder is now."""
+    path = PurePath(stored)
+    if path.is_absolute() and path.parent.name == MESSAGES:
+        return PurePath(MESSAGES, path.name)
+    return path
+
+
+def message_path(folder: Path, stored: object) -> Path | None:
+    """The raw .eml file of an inbound message whose `path` is `stored`, in the state folder
+    `folder`; None for none, and for a path that leads anywhere but a file of `folder/messages`
+    (a damaged or hostile state must not make `forget` delete or the web serve anything else)."""
+    if not isinstance(stored, str) or not stored:
+        return None
+    path = relative_message(stored)
+    if path.is_absolute() or path.parent != PurePath(MESSAGES) or path.name in ("", ".", ".."):
+        return None
+    file = folder / path
+    try:  # no symbolic link out of the folder either
+        inside = file.resolve().parent == (folder / MESSAGES).resolve()
+    except (OSError, RuntimeError):  # a symlink loop
+        return None
+    return file if inside else None

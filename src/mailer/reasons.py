@@ -36,6 +36,8 @@ class Code(StrEnum):
     BOUNCE_SENDER = "bounce_sender"
     BOUNCE_SUBJECT = "bounce_subject"
     BOUNCE_FAILED_RECIPIENTS = "bounce_failed_recipients"
+    BOUNCE_FORMAT = "bounce_format"  # an automatic message whose text is a known bounce format
+    COMPLAINT = "complaint"  # an ARF feedback report (RFC 5965): suppressed like a bounce
     # Automation markers: the message was sent by a machine.
     AUTO_SUBMITTED = "auto_submitted"
     READ_RECEIPT = "read_receipt"
@@ -61,6 +63,7 @@ class Code(StrEnum):
     NOT_AUTHENTICATED = "not_authenticated"
     BACKLOG = "backlog"
     DAILY_LIMIT = "daily_limit"
+    NOTHING_STORED = "nothing_stored"  # every form was held back or over a limit (issue 12)
     # Why a human should look at a message.
     OVERSIZE = "oversize"
     BACKLOG_REVIEW = "backlog_review"
@@ -69,6 +72,13 @@ class Code(StrEnum):
     NOT_UNDERSTOOD = "not_understood"
     BY_HAND = "by_hand"
     READ_FAILED = "read_failed"  # the reader raised on it (issue 12): kept raw
+    # A bounce anyone could have written (issue 12): suppressed only for an address we sent
+    # to, when it refers to our message to it.
+    BOUNCE_NOT_SENT = "bounce_not_sent"
+    BOUNCE_NOT_OURS = "bounce_not_ours"
+    ANSWER_HELD = "answer_held"  # a sender not shown to be who they claim (issue 12)
+    FOREIGN_CHANGE = "foreign_change"  # a form changing another person's registration
+    READ_TIMEOUT = "read_timeout"  # reading it took longer than its budget (issue 12): kept raw
     # Why an answer was not sent.
     ANSWER_FAILED = "answer_failed"  # it could not be built or handed over (issue 12)
     # A sentence an earlier release stored that no code's text matches: shown as it was.
@@ -90,6 +100,8 @@ ENGLISH: Mapping[Code, str] = {
     Code.BOUNCE_SENDER: "non-standard bounce from {sender}",
     Code.BOUNCE_SUBJECT: 'non-standard bounce, subject "{subject}"',
     Code.BOUNCE_FAILED_RECIPIENTS: "non-standard bounce with X-Failed-Recipients",
+    Code.BOUNCE_FORMAT: "automatic message in a bounce format ({detector})",
+    Code.COMPLAINT: "spam complaint (ARF feedback report, RFC 5965)",
     Code.AUTO_SUBMITTED: "Auto-Submitted: {value}",
     Code.READ_RECEIPT: "read receipt (MDN, RFC 8098)",
     Code.REPORT: "report (RFC 6522): {report_type}",
@@ -112,6 +124,7 @@ ENGLISH: Mapping[Code, str] = {
     Code.NOT_AUTHENTICATED: "sender not authenticated: {verdict}",
     Code.BACKLOG: "received before the watermark (backlog: for review only)",
     Code.DAILY_LIMIT: "over daily limit ({count} of {limit} answers to this sender today)",
+    Code.NOTHING_STORED: "nothing from this message was registered: no answer",
     Code.OVERSIZE: "over-size: kept as headers only",
     Code.BACKLOG_REVIEW: "received before the campaign started: not answered",
     Code.FORGED: "sender not authenticated ({verdict}): nothing applied",
@@ -119,6 +132,13 @@ ENGLISH: Mapping[Code, str] = {
     Code.NOT_UNDERSTOOD: "not understood",
     Code.BY_HAND: "registered by hand",
     Code.READ_FAILED: "could not be read ({error}): kept as received",
+    Code.BOUNCE_NOT_SENT: "bounce for {addresses}, to which we sent nothing: not suppressed",
+    Code.BOUNCE_NOT_OURS: "bounce for {addresses} does not refer to our message to them: "
+                          "not suppressed",
+    Code.ANSWER_HELD: "answer held: sender not verified",
+    Code.FOREIGN_CHANGE: "would change another person's registration ({registrations}): "
+                         "not applied",
+    Code.READ_TIMEOUT: "reading took longer than {seconds} s: kept as received",
     Code.ANSWER_FAILED: "answer not sent: {error}",
     Code.LEGACY: "{text}",
 }
@@ -138,6 +158,8 @@ POLISH: Mapping[Code, str] = {
     Code.BOUNCE_SENDER: "niestandardowy zwrot od {sender}",
     Code.BOUNCE_SUBJECT: 'niestandardowy zwrot, temat "{subject}"',
     Code.BOUNCE_FAILED_RECIPIENTS: "niestandardowy zwrot z nagłówkiem X-Failed-Recipients",
+    Code.BOUNCE_FORMAT: "wiadomość automatyczna w formacie zwrotu ({detector})",
+    Code.COMPLAINT: "zgłoszenie spamu (raport ARF, RFC 5965)",
     Code.AUTO_SUBMITTED: "nagłówek Auto-Submitted: {value}",
     Code.READ_RECEIPT: "potwierdzenie przeczytania (MDN, RFC 8098)",
     Code.REPORT: "raport (RFC 6522): {report_type}",
@@ -160,6 +182,7 @@ POLISH: Mapping[Code, str] = {
     Code.NOT_AUTHENTICATED: "nadawca nieuwierzytelniony: {verdict}",
     Code.BACKLOG: "sprzed rozpoczęcia kampanii – tylko do przejrzenia",
     Code.DAILY_LIMIT: "dzienny limit odpowiedzi do tego nadawcy wyczerpany ({count} z {limit})",
+    Code.NOTHING_STORED: "z tej wiadomości niczego nie zapisano – bez odpowiedzi",
     Code.OVERSIZE: "zbyt duża – zachowano tylko nagłówki",
     Code.BACKLOG_REVIEW: "sprzed rozpoczęcia kampanii – bez odpowiedzi",
     Code.FORGED: "nadawca nieuwierzytelniony ({verdict}) – nic nie zmieniono",
@@ -167,6 +190,13 @@ POLISH: Mapping[Code, str] = {
     Code.NOT_UNDERSTOOD: "nie zrozumiano treści",
     Code.BY_HAND: "zarejestrowane ręcznie",
     Code.READ_FAILED: "nie udało się odczytać ({error}) – zachowano w oryginale",
+    Code.BOUNCE_NOT_SENT: "zwrot dla {addresses}, do których niczego nie wysłaliśmy – "
+                          "nie wstrzymano wysyłki",
+    Code.BOUNCE_NOT_OURS: "zwrot dla {addresses} nie dotyczy naszej wiadomości do nich – "
+                          "nie wstrzymano wysyłki",
+    Code.ANSWER_HELD: "odpowiedź wstrzymana: nadawca niezweryfikowany",
+    Code.FOREIGN_CHANGE: "zmieniałaby zgłoszenie innej osoby ({registrations}) – nie zapisano",
+    Code.READ_TIMEOUT: "odczyt trwał dłużej niż {seconds} s – zachowano w oryginale",
     Code.ANSWER_FAILED: "odpowiedzi nie wysłano: {error}",
     Code.LEGACY: "{text}",
 }

@@ -8,7 +8,7 @@ from datetime import datetime
 
 from mailer.contacts import Contact
 from mailer.models import DELIVERIES, REGISTRATIONS, DeliveryKind, RegistrationStatus, Status
-from mailer.reading.parse import fold
+from mailer.reading.quotes import fold
 from mailer.settings import Event
 from mailer.store import Store
 

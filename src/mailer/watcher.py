@@ -5,15 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import random
 from collections import Counter
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 from mailer.audit import AuditLog
@@ -22,22 +19,42 @@ from mailer.contacts import read_contacts
 from mailer.effects import Ledger
 from mailer.errors import StateError
 from mailer.imap_client import Fetched, ImapAuthError, ImapError, ImapInbox
-from mailer.models import ANSWERS, DELIVERIES, INBOUND, MAILBOX, META, DeliveryKind, Status
+from mailer.models import (
+    ANSWERS,
+    DELIVERIES,
+    INBOUND,
+    MAILBOX,
+    MESSAGES,
+    META,
+    DeliveryKind,
+    Status,
+    message_record,
+    reading_file,
+)
+from mailer.rawfiles import RawFiles
 from mailer.reading.classify import Kind
 from mailer.reading.decide import answer_allowed
-from mailer.reading.understand import Reading, answer_template, complete, glimpse, reading_json
-from mailer.reading.workers import Read, Readers, ReadFailure
+from mailer.reading.understand import (
+    Reading,
+    answer_template,
+    complete,
+    glimpse,
+    reading_json,
+    stored_reading,
+)
+from mailer.reading.workers import Read, Readers, ReadFailure, failure_of
 from mailer.reasons import Code, Reason
 from mailer.render import Renderer
 from mailer.respond import answer_doc, flush_outbox
 from mailer.settings import Settings
 from mailer.smtp_client import SmtpSession
-from mailer.store import Doc, Store, fsync_dir, write_all
+from mailer.staff import review_queue
+from mailer.store import Doc, Store
+from mailer.trust import review_reason, stored_part
 
 log = logging.getLogger(__name__)
 
 BATCH = 100  # messages recorded per journal line
-SYNC_THREADS = 16  # raw messages fsync'd at once at the end of a batch
 
 
 @dataclass
@@ -48,11 +65,14 @@ class WatchReport:
     kinds: Counter[str] = field(default_factory=Counter)
     answers_sent: int = 0
     answers_pending: int = 0
+    review: int = 0  # messages waiting for a human after the pass (all of them, not only new)
 
     def summary(self) -> str:
         kinds = ", ".join(f"{k} {n}" for k, n in sorted(self.kinds.items())) or "none"
+        # Never silent (issue 13): a message the reader could not settle is said out loud.
+        review = f"; {self.review} waiting for review (mailer review)" if self.review else ""
         return (f"{self.new} new messages ({kinds}); answers sent {self.answers_sent}, "
-                f"waiting {self.answers_pending}")
+                f"waiting {self.answers_pending}{review}")
 
 
 class Watcher:
@@ -73,8 +93,6 @@ class Watcher:
         self.store = store
         self.clock = clock
         self.audit = audit
-        # "receive" audit entries of the batch being read, written once it is committed.
-        self._receipts: list[dict[str, Any]] = []
         self.renderer = Renderer(settings, now=clock.now())
         self.inbox: ImapInbox | None = None  # the current connection
         self.smtp = smtp or SmtpSession.from_settings(settings)
@@ -82,8 +100,8 @@ class Watcher:
                                            timeout=imap_timeout)
         self.batch = batch
         self.own = settings.own_addresses
-        self.messages_dir = settings.storage / "messages"
-        self.raw_files = _RawFiles(self.messages_dir)
+        self.messages_dir = settings.storage / MESSAGES
+        self.raw_files = RawFiles(self.messages_dir)
         self.ledger = Ledger(settings, store, clock=clock,
                              contacts=read_contacts(settings.campaign.recipients).contacts)
         self.watermark = self._watermark()
@@ -126,6 +144,8 @@ class Watcher:
                                                          following, report)
         await reading  # the last batch's "following" is empty: nothing is left running
         await self._flush_answers(report)
+        report.review = len(review_queue(self.store))
+        await self.store.fold_if_large()
         if self.audit:
             self.audit.flush()
         return report
@@ -174,19 +194,18 @@ class Watcher:
             self.raw_files.discard()
         self.store.stage(MAILBOX, self.settings.imap.folder,
                          {"uidvalidity": inbox.uidvalidity, "last_uid": batch[-1][0]})
-        await self.store.commit()
-        self._audit_receipts()
+        await self.store.commit()  # and the batch's receipts, logged once it is on disk
+        await self.store.fold_if_large()  # a service that runs for weeks folds as it goes
         for item in fetched:
             await self._file_away(inbox, item)
         return upcoming, upcoming_reading
 
-    def _audit_receipts(self) -> None:
-        """Log the receipts of a committed batch. Logged while reading, a batch read again
-        after a crash before its commit was logged as received twice (bench/chaos.py)."""
-        receipts, self._receipts = self._receipts, []
+    def _stage_receipt(self, **details: Any) -> None:
+        """A "receive" audit entry, committed with the batch and logged after. Logged while
+        reading, a batch read again after a crash before its commit was logged as received
+        twice (bench/chaos.py); logged after the commit, a kill in between lost it (issue 12)."""
         if self.audit:
-            for receipt in receipts:
-                self.audit.record("receive", **receipt)
+            self.store.stage_audit(self.audit.entry("receive", at=self.clock.now(), **details))
 
     async def _file_away(self, inbox: ImapInbox, item: Fetched) -> None:
         folder = self.settings.imap.processed_folder
@@ -207,40 +226,39 @@ class Watcher:
         if isinstance(read, ReadFailure):
             return self._ingest_failure(item, read, uidvalidity)
         try:
-            return self._ingest(item, read, uidvalidity)
+            # What `_ingest` staged before it failed (an answer, a registration) is dropped:
+            # the message goes to review with nothing of it half-recorded.
+            with self.store.savepoint():
+                return self._ingest(item, read, uidvalidity)
         except StateError:
             raise  # the state, not this message, is at fault
         except Exception as err:  # a bug met by this message alone
-            log.exception("uid %d: recording message %s failed; kept for review", item.uid,
-                          read.key)
-            failure = ReadFailure(read.key, read.received,
-                                  f"{type(err).__name__}: {str(err)[:200]}".strip())
-            return self._ingest_failure(item, failure, uidvalidity)
+            return self._ingest_failure(item, failure_of(read.key, read.received, err),
+                                        uidvalidity)
 
     def _ingest_failure(self, item: Fetched, failure: ReadFailure,
                         uidvalidity: int) -> str | None:
         """Stage a message the reader failed on: raw, not answered, up for review."""
         if self.store.has(INBOUND, failure.key):
             return None
-        path = self.messages_dir / f"{failure.key}.eml"
-        self.raw_files.add(path, item.data)
+        self.raw_files.add(self.settings.storage / message_record(failure.key), item.data)
         sender, subject, message_id = glimpse(item.data)
-        reason = Reason.of(Code.READ_FAILED, error=failure.error).to_doc()
+        reason = failure.reason.to_doc()
         self.store.stage(INBOUND, failure.key, {
             "uid": item.uid, "uidvalidity": uidvalidity, "size": item.size,
             "headers_only": item.headers_only, "received": failure.received.isoformat(),
             "sender": sender, "subject": subject, "message_id": message_id,
-            "kind": str(Kind.OTHER), "reason": reason, "automated": None, "path": str(path),
+            "kind": str(Kind.OTHER), "reason": reason, "automated": None,
+            "path": message_record(failure.key),
             "invitation": None, "read": {"registrants": [], "errors": [], "bounced": []},
             "review": reason, "processed": self.clock.now().isoformat(), "answer": None,
             "refusal": None, "backlog": failure.received < self.watermark, "effects": {},
         })
-        if self.audit:
-            self._receipts.append(dict(
-                at=self.clock.now(), message=failure.key, uid=item.uid, sender=sender,
-                kind=str(Kind.OTHER), answer=None, refusal=None))
-        log.warning("uid %d %s from %s: not read (%s); kept for review", item.uid,
-                    message_id or "(no id)", sender or "(unknown)", failure.error)
+        self._stage_receipt(message=failure.key, uid=item.uid, sender=sender,
+                            kind=str(Kind.OTHER), answer=None, refusal=None)
+        log.warning("uid %d %s (message %s): %s, for review%s", item.uid,
+                    message_id or "(no id)", failure.key[:12], failure.reason,
+                    f"\n{failure.detail}" if failure.detail else "")
         return str(Kind.OTHER)
 
     def _ingest(self, item: Fetched, read: Reading, uidvalidity: int) -> str | None:
@@ -249,45 +267,53 @@ class Watcher:
             return None
         # A later reply may complete an incomplete form: that needs the state, so it is here.
         reading = complete(read, self.ledger.previous_values, self.settings.events)
-        path = self.messages_dir / f"{reading.key}.eml"
-        self.raw_files.add(path, item.data)
+        raw = self.settings.storage / message_record(reading.key)
+        self.raw_files.add(raw, item.data)
+        self.raw_files.add(reading_file(raw), stored_reading(reading), durable=False)
         backlog = reading.received < self.watermark
-        answer, refusal = self._answer_for(reading, backlog=backlog)
         # A forged sender could cancel or unsubscribe someone else: a human decides.
         effects = {} if backlog or reading.forged else self.ledger.apply(reading)
-        if answer is not None:
-            doc = answer_doc(reading, answer, now=self.clock.now(), domain=self.renderer.domain,
-                             cancelled=effects.get("cancelled", ()))
-            self.store.stage(ANSWERS, reading.key, doc)
-            self.ledger.index.add_answer(doc)
+        answer, refusal, held = self._stage_answer(reading, effects, backlog=backlog)
+        review = review_reason(reading, headers_only=item.headers_only, backlog=backlog,
+                               effects=effects, held=held)
         self.store.stage(INBOUND, reading.key, self._inbound_doc(
-            reading, item, uidvalidity, path, answer=str(answer) if answer else None,
-            refusal=_doc(refusal), backlog=backlog, effects=effects))
-        if self.audit:
-            self._receipts.append(dict(
-                at=self.clock.now(), message=reading.key, uid=item.uid, sender=reading.sender,
-                kind=str(reading.kind), answer=str(answer) if answer else None,
-                refusal=_doc(refusal)))
-        log.info("uid %d %s from %s: %s%s", item.uid, reading.message_id or "(no id)",
-                 reading.sender, reading.kind, f", answer {answer}" if answer else "")
+            reading, item, uidvalidity, answer=str(answer) if answer else None,
+            refusal=_doc(refusal), backlog=backlog, effects=effects, review=_doc(review)))
+        self._stage_receipt(message=reading.key, uid=item.uid, sender=reading.sender,
+                            kind=str(reading.kind), answer=str(answer) if answer else None,
+                            refusal=_doc(refusal))
+        # The message's key, not the sender: logs outlive `forget` (issue 12).
+        log.info("uid %d %s (message %s): %s%s", item.uid, reading.message_id or "(no id)",
+                 reading.key[:12], reading.kind,
+                 f", answer {answer}{' (held for review)' if held else ''}" if answer else "")
         return str(reading.kind)
 
-    def _answer_for(self, reading: Reading, *, backlog: bool) -> tuple[Any, Reason | None]:
-        template = answer_template(reading)
+    def _stage_answer(self, reading: Reading, effects: dict[str, Any], *,
+                      backlog: bool) -> tuple[Any, Reason | None, Reason | None]:
+        """Stage the answer due, covering what was stored; returns it (or None and why not)
+        and, for an unverified sender, why it is held for review (issue 12)."""
+        answered = stored_part(reading, effects, self.settings.events)
+        template = answer_template(answered)
         if template is None:
-            return None, None
+            return None, None, None
         refusal = answer_allowed(
             sender=reading.sender, own_addresses=self.own, automated=bool(reading.automated),
             received=reading.received, watermark=self.watermark,
             answers_today=self.ledger.answers_today(reading.sender),
             max_per_day=self.settings.answers.max_per_sender_per_day, forged=reading.forged,
-        )
+        ) or (Reason.of(Code.NOTHING_STORED) if reading.registrants and not answered.registrants
+              else None)
         if refusal:
-            log.info("no answer to %s: %s", reading.sender, refusal)
-            return None, refusal
-        return template, None
+            log.info("no answer to message %s: %s", reading.key[:12], refusal)
+            return None, refusal, None
+        held = self.ledger.unverified(reading)
+        doc = answer_doc(answered, template, now=self.clock.now(), domain=self.renderer.domain,
+                         cancelled=effects.get("cancelled", ()), held=held)
+        self.store.stage(ANSWERS, reading.key, doc)
+        self.ledger.index.add_answer(doc)
+        return template, None, held
 
-    def _inbound_doc(self, reading: Reading, item: Fetched, uidvalidity: int, path: Path,
+    def _inbound_doc(self, reading: Reading, item: Fetched, uidvalidity: int,
                      **extra: Any) -> Doc:
         return {
             "uid": item.uid, "uidvalidity": uidvalidity, "size": item.size,
@@ -295,10 +321,9 @@ class Watcher:
             "sender": reading.sender, "subject": reading.subject,
             "message_id": reading.message_id, "kind": str(reading.kind),
             "reason": reading.classification.reason.to_doc(), "automated": _doc(reading.automated),
-            "path": str(path), "invitation": self.ledger.match_invitation(reading),
+            "path": message_record(reading.key),
+            "invitation": self.ledger.match_invitation(reading),
             "read": _what_was_read(reading),
-            "review": _doc(_needs_review(reading, item, backlog=extra["backlog"],
-                                         registered=_registered_count(extra["effects"]))),
             "processed": self.clock.now().isoformat(), **extra,
         }
 
@@ -325,12 +350,13 @@ class Watcher:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Process, wait for news (IDLE or poll), repeat until `stop`; reconnect on trouble."""
-        delay = 1.0
+        delay, review = 1.0, 0
         while not stop.is_set():
             try:
                 report = await self.process_once()
-                if report.new or report.answers_sent:
+                if report.new or report.answers_sent or report.review != review:
                     log.info("%s", report.summary())
+                review = report.review
                 delay = 1.0
                 await self._wait(stop)
             except ImapAuthError:
@@ -361,90 +387,11 @@ class Watcher:
         await self.smtp.close()
 
 
-class _RawFiles:
-    """The raw messages of one batch, made durable together before the batch is recorded.
-
-    An fsync per message cost more than reading the message; here a batch's files are
-    written and fsync'd by a pool of threads (concurrent fsyncs reach the disk together and
-    share journal commits), renamed into place, and the folder is fsync'd once. A crash
-    before that leaves at most temporary files and no journal line naming any of them: the
-    batch is read again.
-    """
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.pending: list[tuple[Path, bytes]] = []
-
-    def add(self, path: Path, data: bytes) -> None:
-        if any(known == path for known, _ in self.pending):
-            return  # a message whose recording failed half-way is added again (issue 12)
-        self.pending.append((path, data))
-
-    def sync(self) -> None:
-        """Write and fsync every file (in parallel), rename each into place, fsync the folder."""
-        if not self.pending:
-            return
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-            with ThreadPoolExecutor(min(SYNC_THREADS, len(self.pending))) as pool:
-                list(pool.map(_write_synced, self.pending))
-            for path, _ in self.pending:
-                os.replace(_temporary(path), path)
-        except OSError as err:
-            raise StateError(f"{self.folder}: cannot write the raw messages: {err}") from err
-        self.pending = []
-        fsync_dir(self.folder)
-
-    def discard(self) -> None:
-        """Forget what was not synced (the batch failed), temporary files included."""
-        pending, self.pending = self.pending, []
-        for path, _ in pending:
-            with contextlib.suppress(OSError):
-                os.unlink(_temporary(path))
-
-
-def _temporary(path: Path) -> Path:
-    # Names are content hashes and one process writes (the state lock): no clashes.
-    return path.with_name(f".{path.name}.tmp")
-
-
-def _write_synced(item: tuple[Path, bytes]) -> None:
-    path, data = item
-    fd = os.open(_temporary(path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        write_all(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _registered_count(effects: dict[str, Any]) -> int | None:
-    keys = effects.get("registrations")
-    return None if keys is None else len(keys)
-
-
 def _what_was_read(reading: Reading) -> dict[str, Any]:
     """What the reader understood, kept with the message for staff (`show`, the web view)."""
     data = reading_json(reading, None)
     return {"registrants": data["registrants"], "errors": data["errors"],
             "bounced": data["bounced"]}
-
-
-def _needs_review(reading: Reading, item: Fetched, *, backlog: bool,
-                  registered: int | None = None) -> Reason | None:
-    """Why a human should look at this message, or None (an incomplete form is not such a
-    case: the official is asked to correct it)."""
-    if item.headers_only:
-        return Reason.of(Code.OVERSIZE)
-    if backlog:
-        return Reason.of(Code.BACKLOG_REVIEW)
-    if reading.forged:
-        return Reason.of(Code.FORGED, verdict=reading.forged)
-    if registered is not None and registered < len(reading.registrants):
-        return Reason.of(Code.TOO_MANY_REGISTRANTS)
-    if reading.kind is Kind.OTHER:
-        return Reason.of(Code.NOT_UNDERSTOOD)
-    return None
 
 
 def _doc(reason: Reason | None) -> dict[str, str] | None:

@@ -7,6 +7,7 @@ import json
 import logging
 import signal
 import sys
+from email.parser import BytesHeaderParser
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from mailer.audit import AuditLog
 from mailer.campaign import CampaignSender, SendReport, plan
 from mailer.cli.app import EXIT_PENDING, App, parse_time
 from mailer.contacts import read_contacts
+from mailer.errors import MailerError
 from mailer.models import DeliveryKind
 from mailer.reading.decide import answer_allowed
 from mailer.reading.understand import answer_template, reading_json, understand
@@ -26,9 +28,11 @@ from mailer.watcher import Watcher, WatchReport
 
 log = logging.getLogger("mailer")
 
+_HEAD_BYTES = 64 * 1024  # enough to find a message's first header
+
 
 @click.command()
-@click.argument("eml", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("eml", type=click.Path(path_type=Path))
 @click.option("--received", help="Arrival time (ISO-8601); default: the (rehearsal) clock.")
 @click.option("--json", "as_json", is_flag=True,
               help="One JSON object: kind, sender, received, registrants, errors, bounced, "
@@ -39,7 +43,7 @@ def inspect(app: App, eml: Path, received: str | None, as_json: bool) -> None:
     settings = app.settings()
     when = parse_time(received, settings, "--received") if received else app.clock.now()
     own = settings.own_addresses
-    reading = understand(eml.read_bytes(), received=when, events=settings.events,
+    reading = understand(read_message_file(eml), received=when, events=settings.events,
                          own_addresses=own, authserv_id=settings.answers.trusted_authserv_id)
     answer = answer_template(reading)
     if answer and answer_allowed(sender=reading.sender, own_addresses=own,
@@ -62,6 +66,25 @@ def inspect(app: App, eml: Path, received: str | None, as_json: bool) -> None:
     if data["bounced"]:
         click.echo(f"bounced: {', '.join(data['bounced'])}")
     click.echo(f"answer: {data['answer'] or 'none'}")
+
+
+def read_message_file(eml: Path) -> bytes:
+    """The bytes of the message file named on the command line; a file that is missing,
+    unreadable or no message is the user's mistake (exit 1 naming it), never a traceback."""
+    hint = ("give a message saved as .eml (Thunderbird, Outlook: Save As) or one from "
+            "the state folder's messages/")
+    if not eml.is_file():  # a directory or a pipe would fail or block when read
+        why = "not a regular file" if eml.exists() else "no such file"
+        raise MailerError(f"{eml}: cannot read the message: {why}", hint=hint)
+    try:
+        data = eml.read_bytes()
+    except OSError as err:
+        raise MailerError(f"{eml}: cannot read the message: {err.strerror or err}",
+                          hint=hint) from err
+    if not len(BytesHeaderParser().parsebytes(data[:_HEAD_BYTES], headersonly=True)):
+        raise MailerError(f"{eml}: not an e-mail message: expected headers (From:, "
+                          "Subject:, …), a blank line, then the text", hint=hint)
+    return data
 
 
 def _install_stop(stop: asyncio.Event) -> None:

@@ -20,6 +20,7 @@ from mailer.campaign import CampaignSender, SendReport, plan
 from mailer.cli.app import EXIT_PENDING, App, confirm
 from mailer.contacts import Contact, ContactList, normalize_key, read_contacts
 from mailer.errors import MailerError
+from mailer.export import write_private
 from mailer.models import DeliveryKind
 from mailer.remind import ReminderGroup, plan_reminders
 from mailer.render import Renderer
@@ -85,7 +86,10 @@ def preview(app: App, email: str | None, out: Path | None) -> None:
     contact = _find_contact(contacts, email)
     message = Renderer(settings, now=app.clock.now()).invitation(contact)
     if out:
-        out.write_bytes(message.data)
+        try:  # 0600 as every export: the message holds the contact's personal data
+            write_private(out, message.data)
+        except OSError as err:
+            raise MailerError(f"{out}: cannot write the message: {err.strerror or err}") from err
         click.echo(f"wrote {out} ({len(message.data)} bytes) for {contact.email}")
         return
     click.echo(describe_message(message.data))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import re
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -15,7 +16,7 @@ from typing import Any
 
 from mailer.reading.classify import Classification, Kind, classify, is_automated
 from mailer.reading.decide import Answer, Decision, decide_registration
-from mailer.reading.headers import dmarc_failure, header_text, simple_address
+from mailer.reading.headers import dmarc_failure, dmarc_pass, header_text, simple_address
 from mailer.reading.parse import Draft, read_message
 from mailer.reading.validate import Registrant, validate_draft
 from mailer.reasons import Reason
@@ -40,9 +41,12 @@ class Reading:
     forged: str | None
     own_text: str
     drafts: tuple[Draft, ...]
+    quoted_text: str = ""  # the quoted history, as the reader split it off
     registrants: tuple[Registrant, ...] = ()
     decision: Decision | None = None
     merged_from: tuple[str, ...] = field(default=())
+    # "dmarc=pass at <our MX>": the sender is who the From says (its answer needs no review).
+    authenticated: str | None = None
 
     @property
     def kind(self) -> Kind:
@@ -106,8 +110,19 @@ class UnreadableMessage(ValueError):
     """A message the reader cannot take apart at all; the caller keeps it for review."""
 
 
+# Containers (multiparts, attached messages) in one message: a reply with a forwarded thread
+# and its attachments holds a few dozen. The stdlib parser passes every line through each
+# level of nesting, so 1,000 nested ones took 3 s before it ran out of stack (issue 12);
+# past this count the message is not parsed (100 nested, 1 MB: 0.5 s).
+MAX_CONTAINERS = 100
+_CONTAINER = re.compile(rb"^content-type:\s*(?:multipart|message)/", re.IGNORECASE | re.MULTILINE)
+
+
 def parse_bytes(raw: bytes) -> EmailMessage:
     """The stdlib parse with the modern policy; it tolerates anything but let us be sure."""
+    for count, _ in enumerate(_CONTAINER.finditer(raw), start=1):
+        if count > MAX_CONTAINERS:
+            raise UnreadableMessage(f"more than {MAX_CONTAINERS} MIME containers to parse")
     try:
         msg = message_from_bytes(raw, _ParsedOnce, policy=policy.default)
     except RecursionError as err:
@@ -218,6 +233,8 @@ def read(raw: bytes, *, received: datetime, events: Sequence[Event],
         subject=header_text(msg, "Subject"), message_id=header_text(msg, "Message-ID").strip(),
         refs=thread_ids(msg), classification=classification, automated=automated,
         forged=dmarc_failure(msg, authserv_id), own_text=reply.own, drafts=tuple(drafts),
+        quoted_text=reply.quoted,
+        authenticated=dmarc_pass(msg, authserv_id),
     )
     if classification.kind is not Kind.REGISTRATION:
         return base
@@ -281,3 +298,17 @@ def reading_json(reading: Reading, answer: Answer | None) -> dict[str, Any]:
         "bounced": list(reading.classification.bounced),
         "answer": str(answer) if answer else None,
     }
+
+
+STORED_TEXT = 100_000  # characters of own text and of quoted history kept for staff
+STORED_DRAFTS = 50  # forms kept for staff (the reader reads up to parse.MAX_FORMS)
+
+
+def stored_reading(reading: Reading) -> bytes:
+    """What staff see of a message (the web view), kept beside its .eml when it is read: the
+    page shows it and never reads the raw message again (issue 12). JSON, UTF-8."""
+    return json.dumps({
+        "own": reading.own_text[:STORED_TEXT], "quoted": reading.quoted_text[:STORED_TEXT],
+        "drafts": [dict(d.values) for d in reading.drafts[:STORED_DRAFTS]],
+        "forms": len(reading.drafts), "from_quoted": any(d.from_quoted for d in reading.drafts),
+    }, ensure_ascii=False).encode()

@@ -1,17 +1,21 @@
-"""Reading replies in worker processes, so that a full inbox uses more than one CPU.
+"""Reading replies in worker processes: off the event loop, each message within a time budget.
 
-Reading a reply (parsing, HTML, quoted history, classification, validation) costs about a
-millisecond of CPU, twice what the rest of its handling costs (fetching it, recording it).
-`understand.read` needs no state, so a batch of messages is read by worker processes while
-the watcher fetches the next batch and records the one before; what depends on the state
-(`understand.complete`, an incomplete form completed by a later reply) stays in the watcher.
+Reading a reply (parsing, HTML, quoted history, classification, validation) is the costly,
+attacker-controlled part of handling it, and `understand.read` needs no state: so every batch
+is read by worker processes while the watcher fetches the next batch and records the one
+before; what depends on the state (`understand.complete`) stays in the watcher. The watcher's
+event loop never reads a message (issue 12): a hostile one cannot stall the service.
 
-Workers are started only for batches of at least `min_batch` messages: a watcher that sees a
-reply now and then reads it itself and never starts one. Should a worker die, the batch is
-read in this process, and so is every later one (whatever killed it may kill the next).
+Each message has `BUDGET` seconds of reading. A worker's alarm interrupts a reading over it
+(Python code and regular expressions both stop at a signal), and the message becomes a
+`ReadFailure` kept for review, as does one the reader raises on; the batch goes on. Should a
+worker die or hang where no signal reaches it, the watcher kills the workers and reads that
+chunk again one message at a time in fresh ones: the message that kills or hangs a worker
+alone is the one kept for review. A worker's memory is capped (`MEMORY_LIMIT`): a message
+that needs more fails alone with MemoryError instead of growing the host's swap.
 
-A message the reader fails on (any exception) becomes a `ReadFailure`, here and in the
-workers alike: the watcher keeps it for review and goes on with the batch (issue 12).
+Workers log nothing themselves (a spawned process has no logging set up): what went wrong
+travels back in the `ReadFailure` and the watcher logs it.
 """
 
 from __future__ import annotations
@@ -21,25 +25,34 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import resource
 import signal
 import threading
+import traceback
 from collections.abc import Collection, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import datetime
+from types import FrameType
 
 from mailer.reading.understand import Reading, message_key, read
+from mailer.reasons import Code, Reason
 from mailer.settings import Event
 
 log = logging.getLogger(__name__)
 
-MIN_BATCH = 20  # fewer messages are read in this process: a worker's start costs ~0.3 s
+BUDGET = 2.0  # seconds of reading per message: the slowest real reply takes ~50 ms
+MEMORY_LIMIT = 2 << 30  # bytes of address space per worker; reading a reply takes ~100 MB
+STARTUP = 15.0  # seconds a fresh worker may take to start (imports) on a loaded machine
+_ERROR_TEXT = 200  # characters of an exception's text kept (a hostile one may be huge)
+_DETAIL_TEXT = 4000  # characters of a traceback sent back for the log
 
 
 def default_workers() -> int:
-    """One CPU stays with the watcher; at most three workers (the watcher keeps up with that)."""
-    return max(0, min(3, (os.cpu_count() or 1) - 1))
+    """One CPU stays with the watcher, but one worker at least; at most three (the watcher
+    keeps up with that)."""
+    return max(1, min(3, (os.cpu_count() or 1) - 1))
 
 
 @dataclass(frozen=True)
@@ -54,14 +67,27 @@ class _Context:
 _worker_context: _Context | None = None
 
 
+class _OverBudget(BaseException):
+    """Raised by a worker's alarm. Not an Exception: no `except Exception` in the reader
+    (a charset fallback, say) can swallow it and read on."""
+
+
+def _on_alarm(_signum: int, _frame: FrameType | None) -> None:
+    raise _OverBudget
+
+
 def _start_worker(context: _Context) -> None:
     global _worker_context  # noqa: PLW0603  # one per worker process, set at its start
     _worker_context = context
     # Ctrl-C reaches the whole process group, and systemd's SIGTERM the whole cgroup: the
     # watcher finishes its batch and stops its workers itself. Dying here first would only
-    # make it read the batch again without them.
+    # make it read the batch again.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGALRM, _on_alarm)
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if soft == resource.RLIM_INFINITY or soft > MEMORY_LIMIT:
+        resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, hard))
     # A watcher killed outright (kill -9, the OOM killer) cannot stop its workers, and a worker
     # waiting for work would wait forever: it leaves when its parent is gone.
     parent = multiprocessing.parent_process()
@@ -76,89 +102,138 @@ def _exit_with(sentinel: int) -> None:
 
 @dataclass(frozen=True)
 class ReadFailure:
-    """A message the reader raised on: its identity and the error, for the review queue."""
+    """A message not read: its identity, why (for the review queue) and, for the log, the
+    traceback of an error."""
 
     key: str  # message_key of the raw bytes, as a Reading's: a rerun recognises it
     received: datetime
-    error: str  # the exception's type and the start of its text
+    reason: Reason  # READ_FAILED or READ_TIMEOUT
+    detail: str = ""
 
 
 Read = Reading | ReadFailure
 
-_ERROR_TEXT = 200  # characters of an exception's text kept (a hostile one may be huge)
+
+def failure_of(key: str, received: datetime, err: BaseException) -> ReadFailure:
+    """The ReadFailure for an exception met while reading or recording one message."""
+    text = f"{type(err).__name__}: {str(err)[:_ERROR_TEXT]}".strip().rstrip(":")
+    detail = "" if isinstance(err, RecursionError | MemoryError) else \
+        "".join(traceback.format_exception(err))[-_DETAIL_TEXT:]
+    return ReadFailure(key, received, Reason.of(Code.READ_FAILED, error=text), detail)
 
 
-def _read_in_worker(items: Sequence[tuple[bytes, datetime]]) -> list[Read]:
+def _timeout(key: str, received: datetime, budget: float) -> ReadFailure:
+    return ReadFailure(key, received, Reason.of(Code.READ_TIMEOUT, seconds=f"{budget:g}"))
+
+
+def _read_in_worker(items: Sequence[tuple[bytes, datetime]], budget: float) -> list[Read]:
     assert _worker_context is not None, "worker started without its context"
-    return _read_all(_worker_context, items)
+    return _read_all(_worker_context, items, budget)
 
 
-def _read_all(context: _Context, items: Sequence[tuple[bytes, datetime]]) -> list[Read]:
-    return [_read_one(context, data, received) for data, received in items]
+def _read_all(context: _Context, items: Sequence[tuple[bytes, datetime]],
+              budget: float | None) -> list[Read]:
+    return [_read_one(context, data, received, budget) for data, received in items]
 
 
-def _read_one(context: _Context, data: bytes, received: datetime) -> Read:
-    """One message read, or why not: one message never stops the batch (issue 12)."""
+def _read_one(context: _Context, data: bytes, received: datetime,
+              budget: float | None) -> Read:
+    """One message read, or why not: one message never stops the batch (issue 12). With a
+    `budget` (in a worker, where the alarm is ours), reading stops after that many seconds."""
     try:
-        return read(data, received=received, events=context.events,
-                    own_addresses=context.own_addresses, authserv_id=context.authserv_id)
+        if budget:
+            signal.setitimer(signal.ITIMER_REAL, budget)
+        try:
+            return read(data, received=received, events=context.events,
+                        own_addresses=context.own_addresses, authserv_id=context.authserv_id)
+        finally:
+            if budget:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+    except _OverBudget:
+        return _timeout(message_key(data), received, budget or 0)
     except Exception as err:  # any bug or stdlib failure, for this message only
-        text = str(err)[:_ERROR_TEXT]
-        log.warning("cannot read message %s: %s: %s", message_key(data), type(err).__name__,
-                    text, exc_info=not isinstance(err, RecursionError))
-        return ReadFailure(message_key(data), received, f"{type(err).__name__}: {text}".strip())
+        return failure_of(message_key(data), received, err)
+
+
+Items = Sequence[tuple[bytes, datetime]]
 
 
 class Readers:
-    """Reads batches of raw messages, in worker processes when a batch is large."""
+    """Reads batches of raw messages in worker processes, each message within `budget`."""
 
     def __init__(self, *, events: Sequence[Event], own_addresses: Collection[str],
-                 authserv_id: str, workers: int | None = None,
-                 min_batch: int = MIN_BATCH) -> None:
+                 authserv_id: str, workers: int | None = None, budget: float = BUDGET,
+                 startup: float = STARTUP) -> None:
+        """`workers=0` reads in a thread of this process instead: off the event loop, but
+        with no budget (a thread cannot be interrupted) — for tools, not for the service."""
         self.context = _Context(tuple(events), frozenset(own_addresses), authserv_id)
         self.workers = default_workers() if workers is None else workers
-        self.min_batch = min_batch
+        self.budget = budget
+        self.startup = startup
         self._pool: ProcessPoolExecutor | None = None
+        self._recovering = asyncio.Lock()
 
-    def start(self, items: Sequence[tuple[bytes, datetime]]) -> asyncio.Future[list[Read]]:
+    def start(self, items: Items) -> asyncio.Future[list[Read]]:
         """Start reading `items` (raw message, received time) at once; the future gives the
-        readings in the same order. Large batches go to the workers before this returns, so
-        they read while the caller goes on (a coroutine would start only at its next await).
-        """
-        if self.workers < 1 or len(items) < self.min_batch:
-            done: asyncio.Future[list[Read]] = asyncio.get_running_loop().create_future()
-            done.set_result(_read_all(self.context, items))
-            return done
-        pool = self._ensure_pool()
+        readings in the same order. The work is queued before this returns, so the workers
+        read while the caller goes on (a coroutine would start only at its next await)."""
+        if self.workers < 1:
+            return asyncio.ensure_future(asyncio.to_thread(_read_all, self.context, items, None))
+        size = max(1, -(-len(items) // self.workers))  # one chunk per worker
+        parts = [(items[at:at + size], self._submit(items[at:at + size]))
+                 for at in range(0, len(items), size)]
+        return asyncio.ensure_future(self._collect(parts))
+
+    def _submit(self, chunk: Items) -> asyncio.Future[list[Read]]:
         loop = asyncio.get_running_loop()
-        size = -(-len(items) // self.workers)  # one chunk per worker
-        parts: list[asyncio.Future[list[Read]]] = []
         try:
-            for start in range(0, len(items), size):
-                parts.append(loop.run_in_executor(pool, _read_in_worker,
-                                                  items[start:start + size]))
+            return loop.run_in_executor(self._ensure_pool(), _read_in_worker, chunk,
+                                        self.budget)
         except BrokenProcessPool as err:  # a worker died since the last batch
-            for part in parts:
-                part.cancel()
-            return self._fall_back(err, items)
-        return asyncio.ensure_future(self._collect(parts, items))
+            broken: asyncio.Future[list[Read]] = loop.create_future()
+            broken.set_exception(err)
+            return broken
 
-    async def _collect(self, parts: list[asyncio.Future[list[Read]]],
-                       items: Sequence[tuple[bytes, datetime]]) -> list[Read]:
-        try:
-            done = await asyncio.gather(*parts)
-        except BrokenProcessPool as err:
-            return await self._fall_back(err, items)
-        return [reading for part in done for reading in part]
+    def _deadline(self, count: int) -> float:
+        """How long a chunk may take before its worker is taken for hung: its messages'
+        budgets, twice (the chunk queued before it, of the batch before, may take as long),
+        and a fresh worker's start."""
+        return 2 * self.budget * count + self.startup
 
-    def _fall_back(self, err: BaseException,
-                   items: Sequence[tuple[bytes, datetime]]) -> asyncio.Future[list[Read]]:
-        # Not started again: a message that killed its reader would kill the next one too.
-        log.warning("a reader process died (%s); reading %d messages here, and every message "
-                    "from now on", err, len(items))
-        self.close()
-        self.workers = 0
-        return self.start(items)
+    async def _collect(self, parts: list[tuple[Items, asyncio.Future[list[Read]]]],
+                       ) -> list[Read]:
+        readings: list[Read] = []
+        for chunk, part in parts:
+            try:
+                readings += await asyncio.wait_for(part, self._deadline(len(chunk)))
+            except Exception as err:  # BrokenProcessPool, TimeoutError, or any other
+                readings += await self._one_at_a_time(chunk, err)
+        return readings
+
+    async def _one_at_a_time(self, chunk: Items, err: BaseException) -> list[Read]:
+        """A chunk whose worker died or hung, read again one message per task in fresh
+        workers: the message that kills or hangs one is the one that fails. One recovery at
+        a time, so that no other chunk's worker is killed for a message it does not hold."""
+        async with self._recovering:
+            log.warning("a reader process %s (%s); reading its %d messages one at a time",
+                        "hung" if isinstance(err, TimeoutError) else "died",
+                        type(err).__name__, len(chunk))
+            self._kill()
+            readings: list[Read] = []
+            for data, received in chunk:
+                try:
+                    readings += await asyncio.wait_for(self._submit([(data, received)]),
+                                                       self._deadline(1))
+                except TimeoutError:
+                    self._kill()
+                    readings.append(_timeout(message_key(data), received, self.budget))
+                except BrokenProcessPool:
+                    self._kill()
+                    readings.append(ReadFailure(message_key(data), received, Reason.of(
+                        Code.READ_FAILED, error="the reader process died reading it")))
+                except Exception as other:  # the result could not come back, say
+                    readings.append(failure_of(message_key(data), received, other))
+            return readings
 
     def _ensure_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
@@ -167,9 +242,19 @@ class Readers:
             self._pool = ProcessPoolExecutor(
                 self.workers, mp_context=multiprocessing.get_context("spawn"),
                 initializer=_start_worker, initargs=(self.context,))
-            log.info("reading large batches in %d worker process%s", self.workers,
+            log.info("reading in %d worker process%s", self.workers,
                      "" if self.workers == 1 else "es")
         return self._pool
+
+    def _kill(self) -> None:
+        """Stop the workers now, busy or not (a hung one would never finish)."""
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        # The executor has no public way to stop a busy worker.
+        for process in list((getattr(pool, "_processes", None) or {}).values()):
+            process.kill()
+        pool.shutdown(wait=True, cancel_futures=True)
 
     def close(self) -> None:
         """Stop the workers (those busy are waited for: they hold no state)."""

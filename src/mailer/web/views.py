@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +14,19 @@ from markupsafe import Markup, escape
 from mailer.campaign import SendReport, plan
 from mailer.contacts import Contact
 from mailer.export import registration_records
-from mailer.models import AnswerStatus, DeliveryKind, RegistrationStatus, Status
+from mailer.models import (
+    AnswerStatus,
+    DeliveryKind,
+    RegistrationStatus,
+    Status,
+    message_path,
+    reading_file,
+)
+from mailer.reading.body import body_text
 from mailer.reading.classify import Kind
 from mailer.reading.decide import Answer, EventStatus
-from mailer.reading.parse import body_text, fold, split_reply
-from mailer.reading.understand import Reading, parse_bytes, understand
+from mailer.reading.quotes import fold
+from mailer.reading.understand import parse_bytes
 from mailer.reading.validate import validate_draft
 from mailer.render import Renderer
 from mailer.report import CityRow, CityStatus, city_status
@@ -31,6 +39,7 @@ from mailer.web.chart import chart_svg, registrations_per_day
 # Polish words for the values the state stores in English (the members' values: a page's
 # query parameter or a stored string finds its word, and a template shows the value).
 CITY_STATUS_PL: dict[str, str] = {
+    CityStatus.REVIEW: "czeka na przejrzenie",
     CityStatus.REGISTERED: "zarejestrowane", CityStatus.LATE: "po terminie",
     CityStatus.INCOMPLETE: "niekompletne", CityStatus.UNSUBSCRIBED: "wypisane",
     CityStatus.BOUNCED: "adres odbity", CityStatus.INVITED: "zaproszone",
@@ -50,7 +59,8 @@ ANSWER_PL: dict[str, str] = {
     Answer.CANCELLED: "potwierdzenie rezygnacji"}
 DELIVERY_PL: dict[str, str] = {  # deliveries and answers
     Status.SENT: "wysłane", Status.FAILED: "odrzucone", Status.DEFERRED: "oczekuje",
-    AnswerStatus.PENDING: "oczekuje", Status.BOUNCED: "odbite"}
+    AnswerStatus.PENDING: "oczekuje", Status.BOUNCED: "odbite",
+    AnswerStatus.HELD: "wstrzymana do przejrzenia"}
 FIELD_PL = {"event": "Wydarzenie", "name": "Imię i nazwisko", "position": "Stanowisko",
             "city": "Miasto / urząd", "email": "E-mail", "phone": "Telefon"}
 CITY_COLUMNS = {"city": "Miasto", "contacts": "Kontakty", "status": "Status",
@@ -107,6 +117,10 @@ class Dashboard:
     invitations: dict[str, int]
     chart: Markup
     days: list[dict[str, Any]]
+    review: list[Doc] = field(default_factory=list)  # what waits for a human, shown first
+
+
+DASHBOARD_REVIEW = 10  # review items listed at the top of the front page (all: /review)
 
 
 def dashboard(store: Store, settings: Settings, contacts: Sequence[Contact]) -> Dashboard:
@@ -128,7 +142,7 @@ def dashboard(store: Store, settings: Settings, contacts: Sequence[Contact]) -> 
     return Dashboard(counts=counts, events=events, contacts=len(contacts),
                      invitations=invitations,
                      chart=chart_svg(days, settings.events, settings.campaign.timezone),
-                     days=days)
+                     days=days, review=review_queue(store)[:DASHBOARD_REVIEW])
 
 
 # --- cities -----------------------------------------------------------------------------------
@@ -158,6 +172,8 @@ def cities(store: Store, contacts: Sequence[Contact], event_ids: Sequence[str], 
         rows = [r for r in rows if wanted in fold(r.city)]
     if sort in (*CITY_COLUMNS, *event_ids):
         rows.sort(key=_city_sort_key(sort, event_ids), reverse=descending)
+    else:  # never silent (issue 13): a city with a message waiting for a human comes first
+        rows.sort(key=lambda row: row.status is not CityStatus.REVIEW)
     return rows
 
 
@@ -186,7 +202,6 @@ class MessageView:
     quoted: Markup = field(default_factory=Markup)
     from_quoted: bool = False
     missing: str = ""  # why there is no text to show
-    reading: Reading | None = None
     drafts: list[dict[str, str]] = field(default_factory=list)
     registrants: list[Any] = field(default_factory=list)
 
@@ -221,35 +236,42 @@ def highlight(text: str, values: Mapping[str, str]) -> Markup:
 
 
 def message_view(doc: Doc, settings: Settings) -> MessageView:
-    """Read the stored .eml again with the service's own reader (`mailer inspect`)."""
+    """What the watcher read of a stored message (kept beside its .eml when it was read):
+    a page never reads the raw message again (issue 12: a hostile one took 17 s a view)."""
     view = MessageView(doc=doc)
-    try:
-        raw = Path(doc.get("path") or "").read_bytes()
-    except OSError:
-        view.missing = "Plik wiadomości nie istnieje (dane usunięte albo przeniesione)."
+    file = message_path(settings.storage, doc.get("path"))  # None: out of the state folder
+    stored = _stored_reading(reading_file(file)) if file else None
+    if stored is None:
+        view.missing = ("Treść nie została zapisana (wiadomość nieodczytana, zapisana przed "
+                        "wersją 0.4 albo usunięta): pobierz oryginał (.eml)."
+                        if file and file.exists() else
+                        "Plik wiadomości nie istnieje (dane usunięte albo przeniesione).")
         return view
     if doc.get("headers_only"):
         view.missing = "Wiadomość zbyt duża: zachowano tylko nagłówki."
-    try:
-        view.reading = understand(
-            raw, received=datetime.fromisoformat(doc["received"]), events=settings.events,
-            own_addresses=settings.own_addresses,
-            authserv_id=settings.answers.trusted_authserv_id)
-    except Exception as err:  # a page never answers 500 for data (issue 12)
-        view.missing = f"Nie udało się odczytać wiadomości ({type(err).__name__}): " \
-                       "pobierz oryginał (.eml)."
-        return view
-    view.drafts = [dict(d.values) for d in view.reading.drafts]
-    view.from_quoted = any(d.from_quoted for d in view.reading.drafts)
-    view.registrants = [validate_draft(values, sender=view.reading.sender,
-                                       events=settings.events) for values in view.drafts]
+    view.drafts = stored["drafts"]
+    view.from_quoted = stored["from_quoted"]
+    sender = str(doc.get("sender") or "")
+    view.registrants = [validate_draft(values, sender=sender, events=settings.events)
+                        for values in view.drafts]
     marks: dict[str, str] = {}
     for values in view.drafts:
         marks.update({f"{k}": v for k, v in values.items() if v})
-    reply = split_reply(body_text(parse_bytes(raw)))
-    view.own = highlight(reply.own, {} if view.from_quoted else marks)
-    view.quoted = highlight(reply.quoted, marks if view.from_quoted else {})
+    view.own = highlight(stored["own"], {} if view.from_quoted else marks)
+    view.quoted = highlight(stored["quoted"], marks if view.from_quoted else {})
     return view
+
+
+def _stored_reading(file: Path) -> dict[str, Any] | None:
+    """The stored reading in `file` (`understand.stored_reading`), checked; None if there is
+    none or it is damaged."""
+    try:
+        data = json.loads(file.read_bytes())
+        drafts = [{str(k): str(v) for k, v in d.items()} for d in data["drafts"]]
+        return {"own": str(data["own"]), "quoted": str(data["quoted"]), "drafts": drafts,
+                "from_quoted": bool(data["from_quoted"])}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
 
 
 def registrations_of_message(found: Person, key: str) -> list[Doc]:
@@ -301,7 +323,7 @@ def prefill(view: MessageView) -> dict[str, Any]:
     """The register form's starting values: what the reader found, else the sender."""
     values = dict(view.drafts[0]) if view.drafts else {}
     registrant = view.registrants[0] if view.registrants else None
-    sender = view.reading.sender if view.reading else str(view.doc.get("sender", ""))
+    sender = str(view.doc.get("sender") or "")
     return {**{f: values.get(f, "") for f in FIELD_PL if f != "event"},
             "email": values.get("email") or sender,
             "events": list(registrant.events) if registrant else []}
