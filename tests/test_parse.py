@@ -9,17 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from mailer.reading.parse import (
-    FIELDS,
-    Draft,
-    ReplyText,
-    body_text,
-    decode_text,
-    html_to_text,
-    read_forms,
-    read_message,
-    split_reply,
-)
+from mailer.reading.body import body_text, decode_text, html_to_text
+from mailer.reading.parse import FIELDS, Draft, read_forms, read_message
+from mailer.reading.quotes import ReplyText, split_reply
 
 REPLIES = Path(__file__).parent / "data" / "replies"
 
@@ -370,3 +362,162 @@ def test_read_message_signature_contacts_do_not_hide_quoted_form() -> None:
     _, drafts = read_message(load("typed_into_quoted_outlook.eml"))
     assert all(d.from_quoted for d in drafts)
     assert drafts[0].values["name"] == "Maria Zielińska"
+
+
+@pytest.mark.parametrize(("line", "key", "value"), [
+    ("Nazwisko i imię: Nowak Jan", "name", "Nowak Jan"),
+    ("Imię, nazwisko – Jan Nowak", "name", "Jan Nowak"),
+    ("imie nazwisko - jan nowak", "name", "jan nowak"),
+    ("Im. i nazw.: Jan Nowak", "name", "Jan Nowak"),
+    ("Dane uczestnika: Jan Nowak", "name", "Jan Nowak"),
+    ("Osoba zgłaszana: Jan Nowak", "name", "Jan Nowak"),
+    ("Imię i nazwisko uczestnika: Jan Nowak", "name", "Jan Nowak"),
+    ("Zajmowane stanowisko: referent", "position", "referent"),
+    ("Stan.: referent", "position", "referent"),
+    ("Stanowisko / funkcja: referent", "position", "referent"),
+    ("Pełniona funkcja: referent", "position", "referent"),
+    ("Nazwa urzędu: UM Sopot", "city", "UM Sopot"),
+    ("Jedn. org.: UM Sopot", "city", "UM Sopot"),
+    ("JST: Gmina Sopot", "city", "Gmina Sopot"),
+    ("Gmina: Sopot", "city", "Sopot"),
+    ("Instytucja: UM Sopot", "city", "UM Sopot"),
+    ("Adres mailowy: jan@sopot.pl", "email", "jan@sopot.pl"),
+    ("Adres e-mail służbowy: jan@sopot.pl", "email", "jan@sopot.pl"),
+    ("Poczta: jan@sopot.pl", "email", "jan@sopot.pl"),
+    ("EMAIL jan@sopot.pl", "email", "jan@sopot.pl"),
+    ("Telefon kontaktowy: 58 100 20 30", "phone", "58 100 20 30"),
+    ("Tel. służb.: 58 100 20 30", "phone", "58 100 20 30"),
+    ("Tel. kom.: 600 100 200", "phone", "600 100 200"),
+    ("Kom. 600 100 200", "phone", "600 100 200"),
+    ("Nr tel. 58 100 20 30", "phone", "58 100 20 30"),
+    ("tel 58 100 20 30", "phone", "58 100 20 30"),
+    ("tel. (58) 100 20 30", "phone", "(58) 100 20 30"),
+    ("Wybrane wydarzenie: PIM", "event", "PIM"),
+    ("Rodzaj wydarzenia: PIM", "event", "PIM"),
+    ("Dot.: PIM", "event", "PIM"),
+    ("wybieram: PIM", "event", "PIM"),
+    ("UDZIAŁ W\tPIM", "event", "PIM"),
+])
+def test_read_forms_labels_from_the_vocabulary(line: str, key: str, value: str) -> None:
+    """Reworded, reordered, abbreviated, lower- or upper-case labels fill their field; a
+    contact label may be followed by its value after a blank alone (inside a form)."""
+    drafts = read_forms(f"Miasto: Gdynia\n{line}\n" if key != "city" else f"{line}\n")
+    assert drafts and drafts[0].values[key] == value
+
+
+@pytest.mark.parametrize("text", [
+    "Adres: ul. Morska 1, 81-300 Gdynia",  # a postal address is no e-mail
+    "Poczta: 81-300 Gdynia",
+    "Stan konta: 100 zł",  # a label word starting a longer word or phrase
+    "Miasto 2020 – raport",  # a blank alone is no separator for a text field
+])
+def test_read_forms_label_like_lines_that_are_no_field(text: str) -> None:
+    """Postal-address words without an "@" and label words in prose fill nothing."""
+    assert read_forms(f"Imię i nazwisko: Jan Nowak\n{text}\n") == [
+        Draft(values={"name": "Jan Nowak"})]
+
+
+def test_read_forms_bare_signature_phone_without_separator_is_no_form() -> None:
+    """"Tel. 58 …" with no separator is read only inside a form, not from a bare signature."""
+    assert read_forms("Pozdrawiam\nJan Nowak\nTel. 58 100 20 30\n") == []
+
+
+def test_read_forms_contact_label_splits_into_email_and_phone() -> None:
+    """"Kontakt: address, number" fills both the e-mail and the phone."""
+    drafts = read_forms("Imię i nazwisko: Jan Nowak\nKontakt: jan@sopot.pl, tel. 58 100 20 30")
+    assert dict(drafts[0].values) == {
+        "name": "Jan Nowak", "email": "jan@sopot.pl", "phone": "58 100 20 30"}
+
+
+WRAPPED = [
+    # a position wrapped by the client: the next word did not fit on the line
+    ("Stanowisko: Inspektor ds. zamówień publicznych w Wydziale Inwestycji i Remontów\n"
+     "Miejskich\n\nPozdrawiam", "position",
+     "Inspektor ds. zamówień publicznych w Wydziale Inwestycji i Remontów Miejskich"),
+    # a short line between the value and the next label
+    ("Jednostka: Urząd Miasta Sopotu, ul. Kościuszki\n25/27, 81-704 Sopot\nTelefon: 1",
+     "city", "Urząd Miasta Sopotu, ul. Kościuszki 25/27, 81-704 Sopot"),
+    # the second paragraph of a table cell (values under their labels, blank lines between)
+    ("Imię i nazwisko:\n\nJan Nowak\n\nStanowisko:\n\nKierownik Referatu\n\nPlanowania\n\n"
+     "Miasto:\n\nSopot", "position", "Kierownik Referatu Planowania"),
+    # an event list wrapped over two lines stays two events
+    ("Wydarzenie: warsztat\nPIM\nImię i nazwisko: Jan Nowak", "event", "warsztat\nPIM"),
+]
+
+
+@pytest.mark.parametrize(("text", "key", "value"), WRAPPED)
+def test_read_forms_wrapped_values_are_joined(text: str, key: str, value: str) -> None:
+    """A value wrapped by the client or split into an Outlook cell's paragraphs is whole."""
+    assert read_forms(text)[0].values[key] == value
+
+
+NOT_CONTINUED = [
+    # a short last value followed by a signature line
+    ("Miasto: Sopot\nStanowisko: Referent\nJan Nowak\nUrząd Miasta Sopotu", "position",
+     "Referent"),
+    # a paragraph of prose after a blank line (values on the labels' lines)
+    ("Stanowisko: Referent\n\nProszę o potwierdzenie.\n\nMiasto: Sopot", "position",
+     "Referent"),
+    # a name never runs on, even between labels
+    ("Imię i nazwisko: Jan Nowak\nKierownik\nMiasto: Sopot", "name", "Jan Nowak"),
+    # the next label is not glued on, even on a wrapped line
+    ("Stanowisko: Inspektor ds. zamówień publicznych w Wydziale Inwestycji i Remontów\n"
+     "Miasto: Sopot", "position",
+     "Inspektor ds. zamówień publicznych w Wydziale Inwestycji i Remontów"),
+    # a line that looks like some other label
+    ("Stanowisko: Referent\nAdres do faktury: ul. Morska 1\nMiasto: Sopot", "position",
+     "Referent"),
+    # under an empty last field, a signature after a blank line is no value
+    ("Miasto: Sopot\nStanowisko:\n\nJan Nowak\nReferent", "position", ""),
+]
+
+
+@pytest.mark.parametrize(("text", "key", "value"), NOT_CONTINUED)
+def test_read_forms_does_not_glue_the_next_line_on(text: str, key: str, value: str) -> None:
+    """The next label, a paragraph of prose or a signature never becomes part of a value."""
+    assert read_forms(text)[0].values[key] == value
+
+
+@pytest.mark.parametrize("footer", [
+    "Wysłane z iPhone'a",
+    "Wysłane z mojego iPhone'a",
+    "Wysłano z aplikacji Poczta dla Windows",
+    "Wysłano z aplikacji Poczta<https://go.microsoft.com/fwlink/?LinkId=1> dla Windows 10",
+    "Uzyskaj aplikację Outlook dla systemu Android<https://aka.ms/abc1>",
+    "Get Outlook for iOS<https://aka.ms/o0ukef>",
+    "Wysłane z mojego smartfona Samsung Galaxy.",
+    "Wysłane z mojego telefonu Huawei",
+    "Wysłano z aplikacji Onet Poczta na Androida. Pobierz: https://poczta.onet.pl/aplikacja",
+    "Sent from my iPhone",
+])
+@pytest.mark.parametrize("field_label", ["Telefon", "Stanowisko", "E-mail"])
+def test_read_forms_app_footer_is_never_a_value(footer: str, field_label: str) -> None:
+    """A phone's or mail app's footer under an empty last field leaves the field empty."""
+    for gap in ("\n", "\n\n"):
+        drafts = read_forms(f"Miasto: Sopot\n{field_label}:{gap}{footer}\n")
+        assert drafts == [Draft(values={
+            "city": "Sopot", {"Telefon": "phone", "Stanowisko": "position",
+                              "E-mail": "email"}[field_label]: ""})]
+
+
+def test_html_table_cell_paragraphs_keep_a_space() -> None:
+    """Two paragraphs in one table cell become one value with a blank between them."""
+    text = html_to_text("<table><tr><td><p>Stanowisko</p></td><td><p>Referent</p>"
+                        "<p>Biuro Rozwoju</p></td></tr></table>")
+    assert read_forms(text)[0].values["position"] == "Referent Biuro Rozwoju"
+
+
+@pytest.mark.parametrize(("text", "values"), [
+    ("Osoba do kontaktu – Jan Nowak, Kierownik Referatu, tel. 58 100 20 30",
+     {"name": "Jan Nowak", "position": "Kierownik Referatu", "phone": "58 100 20 30"}),
+    ("Uczestnik: Anna Maj, inspektor, UM Sopot, anna@sopot.pl",
+     {"name": "Anna Maj", "position": "inspektor", "city": "UM Sopot", "email": "anna@sopot.pl"}),
+    ("Nazwisko i imię: Nowak, Jan", {"name": "Nowak, Jan"}),
+    ("Imię i nazwisko: Jan Nowak, Referent\nStanowisko: Kierownik",
+     {"name": "Jan Nowak", "position": "Kierownik"}),
+])
+def test_read_forms_identity_in_one_name_value(text: str, values: dict[str, str]) -> None:
+    """A name label holding "name, post, office, contact" fills each field once; a label
+    written for the field wins; "Surname, Given" stays a name."""
+    drafts = read_forms(text)
+    assert [dict(d.values) for d in drafts] == [values]

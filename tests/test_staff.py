@@ -173,7 +173,8 @@ def test_status_and_exports(make_workspace: Any, smtp_sink: tuple[SmtpSink, int]
     ws = make_workspace(port=port, imap_port=server.port, imap_user=user)
     real_run(ws, server, user)
     server.append(user, reply("osoba4@miasto4.example.com", "Czy będzie nagranie?\n"), ON_TIME)
-    ws.run("watch", "--once", check=True)
+    watched = ws.run("watch", "--once", check=True)
+    assert "1 waiting for review (mailer review)" in watched.stdout  # never silent (issue 13)
 
     counts = json.loads(ws.run("status", "--format", "json", check=True).stdout)
     assert counts["deliveries"] == {"invitation sent": 5}
@@ -184,10 +185,13 @@ def test_status_and_exports(make_workspace: Any, smtp_sink: tuple[SmtpSink, int]
     cities = json.loads(ws.run("status", "--cities", "--format", "json", check=True).stdout)
     by_city = {c["city"]: c["status"] for c in cities}
     assert by_city["Kraków"] == "registered" and by_city["Łódź"] == "invited"
+    asking = [c for c in cities if c["review"]]  # the question from osoba4 waits for a human
+    assert [(c["status"], c["review"]) for c in asking] == [("needs review", 1)]
     krakow = next(c for c in cities if c["city"] == "Kraków")
     assert krakow["people_per_event"] == {"smart-city": 1, "pim": 1}
     table_text = ws.run("status", "--cities", check=True).stdout
     assert "Kraków" in table_text and "registered" in table_text
+    assert "needs review" in table_text and "1 for review" in table_text
 
     out = tmp_path / "reg.csv"
     ws.run("registrations", "--format", "csv", "--out", str(out), check=True)

@@ -159,7 +159,7 @@ def test_phone_normalised_to_e164(phone: str, e164: str) -> None:
 @pytest.mark.parametrize(("phone", "kept"), [
     ("123", "123"),
     ("nie mam", "nie mam"),
-    ("58 123  45 67 wew. 12", "58 123 45 67 wew. 12"),
+    ("58 123 wew. 12", "58 123 wew. 12"),
 ])
 def test_unparsable_phone_is_kept_with_warning(phone: str, kept: str) -> None:
     """A phone that is no valid number is kept as written with a warning, not an error."""
@@ -290,3 +290,68 @@ def test_the_longest_real_position_is_kept() -> None:
     values = {"event": "pim", "name": "Jan Kowalski", "city": "Warszawa", "position": position}
     registrant = validate_draft(values, sender="jan@um.warszawa.pl", events=EVENTS)
     assert registrant.complete and registrant.position == position
+
+
+@pytest.mark.parametrize(("phone", "kept"), [
+    ("58 123  45 67 wew. 12", "+48581234567 wew. 12"),
+    ("58 123 45 67 wewn. 305", "+48581234567 wew. 305"),
+    ("58 123 45 67 w. 7", "+48581234567 wew. 7"),
+    ("(58) 123-45-67, wew.12", "+48581234567 wew. 12"),
+    ("+48 58 123 45 67 (wew. 12)", "+48581234567 wew. 12"),
+    ("58 123 45 67 ext. 12", "+48581234567 wew. 12"),
+    ("tel. (56) 451 02 75", "+48564510275"),
+    ("(56) 451 02 75 wew. 1", "+48564510275 wew. 1"),
+    ("600 100 200 (komórka)", "+48600100200"),
+    ("58 123 45 67, kom. 600 100 200", "+48581234567"),
+])
+def test_phone_extension_is_kept_after_the_e164_number(phone: str, kept: str) -> None:
+    """The main number becomes E.164, its extension (wew./wewn./w./ext.) follows it, the area
+    code in brackets stays; text around one number does not hide it."""
+    result = validate_draft(draft(phone=phone), sender=SENDER, events=EVENTS)
+    assert (result.phone, result.warnings) == (kept, ())
+
+
+@pytest.mark.parametrize(("text", "ids"), [
+    ("warsztat, PIM – nie", ("smart-city",)),
+    ("PIM - nie, warsztat - tak", ("smart-city",)),
+    ("PIM: tak; warsztat: nie", ("pim",)),
+    ("tylko warsztat, bez PIM", ("smart-city",)),
+    ("PIM (bez warsztatu)", ("pim",)),
+    ("nie oba, tylko PIM", ("pim",)),
+    ("nie obydwa – jedynie warsztat", ("smart-city",)),
+    ("warsztat, nie PIM", ("smart-city",)),
+    ("rezygnuję z warsztatu, zostaje PIM", ("pim",)),
+    ("oba oprócz PIM", ("smart-city",)),
+    ("nie bierzemy udziału w warsztacie; PIM", ("pim",)),
+    ("nie tylko PIM, także warsztat", BOTH),
+    ("PIM\nwarsztat: nie", ("pim",)),
+])
+def test_match_events_an_event_mentioned_as_not_chosen_is_no_choice(
+        text: str, ids: tuple[str, ...]) -> None:
+    """A negation before an event (within a few words) or right after it declines it; "nie
+    tylko" does not; yes/no words are no unknown event."""
+    assert match_events(text, EVENTS) == (ids, [])
+
+
+@pytest.mark.parametrize("event", ["PIM – nie", "bez warsztatu i bez PIM", "nie oba"])
+def test_every_event_declined_is_a_missing_choice(event: str) -> None:
+    """Declining every event named leaves no choice: the official is asked to choose."""
+    result = validate_draft(draft(event=event), sender=SENDER, events=EVENTS)
+    assert (result.events, codes(result)) == ((), {"event": "missing"})
+
+
+@pytest.mark.parametrize("email", ["jw.", "jw. (nadawca)", "jak wyżej", "j.w.", "nadawca"])
+def test_as_above_email_is_the_senders(email: str) -> None:
+    """"jw.", "jak wyżej", "(nadawca)" in the e-mail field mean the sender's address."""
+    result = validate_draft(draft(email=email), sender=SENDER, events=EVENTS)
+    assert (result.email, result.complete) == (SENDER, True)
+
+
+@pytest.mark.parametrize(("name", "kept"), [
+    ("Pani Anna Nowak", "Anna Nowak"),
+    ("pan Jan Kowalski", "Jan Kowalski"),
+    ("Panek Jan", "Panek Jan"),
+])
+def test_form_of_address_is_not_part_of_the_name(name: str, kept: str) -> None:
+    """"Pan"/"Pani" before a name is dropped; a surname starting with those letters is not."""
+    assert validate_draft(draft(name=name), sender=SENDER, events=EVENTS).name == kept

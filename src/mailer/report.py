@@ -26,8 +26,10 @@ from mailer.store import Doc, Store
 
 
 class CityStatus(StrEnum):
-    """A city's standing, best first: the first that applies wins."""
+    """A city's standing: the first that applies wins. A message from the city waiting for
+    a human comes first: never silent (issue 13), whatever else the city did."""
 
+    REVIEW = "needs review"
     REGISTERED = "registered"  # someone from the city is confirmed for an event
     LATE = "late"  # registered, but for nothing in time
     INCOMPLETE = "incomplete"  # asked to correct a form, no complete one yet
@@ -65,13 +67,15 @@ class CityRow:
     incomplete: int = 0  # forms waiting for a correction
     cancelled: int = 0
     auto_replies: int = 0
+    review: int = 0  # messages from the city waiting for a human (`mailer review`)
     status: CityStatus = CityStatus.NOT_SENT
     events: dict[str, str] = field(default_factory=dict)  # event id → confirmed | late
     people_per_event: dict[str, int] = field(default_factory=dict)  # event id → registrants
 
     def notes(self) -> str:
         """The counts worth a human's attention, e.g. "1 bounced, 1 auto-reply"."""
-        counts = [(self.bounced, "bounced"), (self.unsubscribed, "unsubscribed"),
+        counts = [(self.review, "for review"), (self.bounced, "bounced"),
+                  (self.unsubscribed, "unsubscribed"),
                   (self.incomplete, "incomplete"), (self.cancelled, "cancelled"),
                   (self.auto_replies, "auto-reply")]
         return ", ".join(f"{n} {what}" for n, what in counts if n)
@@ -116,6 +120,7 @@ def city_status(contacts: Sequence[Contact], store: Store) -> list[CityRow]:
     for doc in store.all(INBOUND):
         if matched := by_contact.get(_invited_contact(doc)):
             matched.auto_replies += doc.get("kind") == Kind.AUTO_REPLY
+            matched.review += bool(doc.get("review") and not doc.get("resolved"))
     for row in rows.values():
         row.status = _status(row)
     return list(rows.values())
@@ -150,6 +155,12 @@ def _count_registration(row: CityRow, doc: Doc) -> None:
 
 
 def _status(row: CityRow) -> CityStatus:
+    if row.review:
+        return CityStatus.REVIEW
+    return _standing(row)
+
+
+def _standing(row: CityRow) -> CityStatus:
     if EventStatus.CONFIRMED in row.events.values():
         return CityStatus.REGISTERED
     if row.registered:

@@ -13,6 +13,7 @@ from email.utils import parseaddr
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 
+from mailer.reading import vocabulary as vocab
 from mailer.reading.textfold import FoldTable, strip_marks
 from mailer.settings import Event
 
@@ -91,8 +92,13 @@ _PLACEHOLDERS = frozenset({
 })
 
 
+# "jw. (nadawca)", "jak wyżej": nothing of its own (for an e-mail: the sender's address).
+_SAME_AS_ABOVE = re.compile(r"^(?:" + "|".join(map(re.escape, vocab.SAME_AS_ABOVE)) + r")(?!\w)")
+
+
 def _is_placeholder(value: str) -> bool:
-    return _words(value) in _PLACEHOLDERS
+    words = _words(value)
+    return words in _PLACEHOLDERS or bool(_SAME_AS_ABOVE.match(words))
 
 
 def _quote(value: str, limit: int = 60) -> str:
@@ -171,27 +177,66 @@ def _parts(folded: str, spans: Sequence[tuple[int, int, str | None]]) -> list[tu
     return list(zip(bounds[::2], bounds[1::2], strict=True))
 
 
+# An event mentioned as not chosen (issue 13): a negation among the few words before it ("bez
+# PIM", "nie oba – sam warsztat"), unless "nie tylko", or right after it up to the part's end
+# ("PIM – nie", "warsztat: nie"). Compared on the folded part, word by word.
+def _phrases(words: Iterable[str]) -> str:
+    return "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
+
+
+_NEGATED_BEFORE = re.compile(r"(?<!\S)(?:" + _phrases(vocab.NEGATIONS_BEFORE) + r")(?!\S)"
+                             r"(?![ ]+(?:" + _phrases(vocab.NEGATION_BREAKERS) + r")(?!\S))")
+_NEGATED_AFTER = re.compile(r"^ *(?:" + _phrases(vocab.NEGATIONS_AFTER) + r")(?!\S)")
+_FILLERS = frozenset(vocab.EVENT_FILLERS)
+
+
+def _negated_before(gap: str) -> bool:
+    """Is there a negation among the last words of `gap` (the folded text between the part's
+    start or the previous event and this event)?"""
+    return bool(_NEGATED_BEFORE.search(" ".join(gap.split()[-vocab.NEGATION_REACH:])))
+
+
+def _choose(folded: str, part: tuple[int, int],
+            spans: Sequence[tuple[int, int, str | None]]) -> tuple[set[str | None], set[str]]:
+    """The events chosen in one part and those declined ("oba oprócz PIM": all but PIM)."""
+    chosen: set[str | None] = set()
+    declined: set[str] = set()
+    begin, part_end = part
+    for n, (start, end, event_id) in enumerate(spans):
+        after = n == len(spans) - 1 and _NEGATED_AFTER.match(folded[end:part_end])
+        if not (after or _negated_before(folded[begin:start])):
+            chosen.add(event_id)
+        elif event_id is not None:  # "nie oba" declines no event in particular
+            declined.add(event_id)
+        begin = end
+    return chosen, declined
+
+
 def match_events(text: str, events: Sequence[Event]) -> tuple[tuple[str, ...], list[str]]:
-    """Event ids named in a `Wydarzenie` value (campaign order) and the parts that named none."""
+    """Event ids chosen in a `Wydarzenie` value (campaign order; an event mentioned with a
+    negation is not chosen) and the parts that named none."""
     original = unicodedata.normalize("NFC", text)
     folded = _fold(original)
     terms = _terms(events)
     short = {t.words: t.event_id for t in terms if len(t.words) < _MIN_SUBSTRING}
     spans = _find_spans(folded, terms)
     chosen: set[str | None] = set()
+    declined: set[str] = set()
     unknown: list[str] = []
     starts = [start for start, _end, _id in spans]
     for start, end in _parts(folded, spans):
         first = bisect.bisect_left(starts, start)
-        inside = {eid for _s, e, eid in spans[first:bisect.bisect_left(starts, end)] if e <= end}
+        inside = [s for s in spans[first:bisect.bisect_left(starts, end)] if s[1] <= end]
         whole = " ".join(folded[start:end].split())
         if inside:
-            chosen |= inside
+            yes, no = _choose(folded, (start, end), inside)
+            chosen, declined = chosen | yes, declined | no
         elif whole in short:
             chosen.add(short[whole])
-        elif any(c.isalnum() for c in whole):
+        elif any(c.isalnum() for c in whole) and not set(whole.split()) <= _FILLERS:
             unknown.append(_tidy(original[start:end]))
-    ids = tuple(e.id for e in events if None in chosen or e.id in chosen)
+    ids = tuple(e.id for e in events
+                if (None in chosen or e.id in chosen) and e.id not in declined)
     return ids, unknown
 
 
@@ -228,6 +273,9 @@ def _check_events(value: str, events: Sequence[Event]) -> tuple[tuple[str, ...],
         return ids, [Problem("event", f"Nie rozpoznaliśmy {noun} {quoted} w polu "
                              f"„Wydarzenie” – prosimy wpisać: {_choices(events)}.",
                              UNKNOWN_EVENT)]
+    if not ids:  # every event named was declined ("PIM – nie"), or none was named ("???")
+        return ids, [Problem("event", f"W polu „Wydarzenie” nie wybrano żadnego wydarzenia "
+                             f"({_quote(value)}) – prosimy wpisać: {_choices(events)}.", MISSING)]
     return ids, []
 
 
@@ -300,19 +348,53 @@ def _check_email(value: str, sender: str) -> tuple[str | None, list[Problem]]:
     return address, []
 
 
-def _check_phone(value: str) -> tuple[str | None, list[Problem]]:
-    """Optional: E.164 when it is a valid number (Polish unless prefixed), else a warning."""
-    if _is_placeholder(value):
-        return None, []
+# "87 621 60 00 wewn. 305": phonenumbers reads the extension's digits into the number, so it is
+# cut off first and written back after the E.164 number as "wew. 305" (SPEC §6, issue 13).
+_EXTENSION = re.compile(r"[,;(]?[ \t]*(?<![^\W\d_])(?:" + "|".join(
+    re.escape(w) + ("?" if w.endswith(".") else "") for w in vocab.EXTENSION_WORDS)
+    + r")[ \t:]*(\d{1,6})\)?[ \t.]*$", re.IGNORECASE)
+_MAX_PHONE = 100  # characters: phonenumbers refuses longer input anyway
+
+
+@functools.lru_cache(maxsize=1024)  # a thread repeats its signatures' numbers
+def _e164(text: str) -> str | None:
+    """The first valid number in `text` (Polish unless prefixed) in E.164, or None."""
     try:
-        number = phonenumbers.parse(value, "PL")
+        number = phonenumbers.parse(text, "PL")
     except phonenumbers.NumberParseException:
         number = None
-    if number is not None and phonenumbers.is_valid_number(number):
-        return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164), []
+    worded = any(c.isalpha() or c in ",;/" for c in text)
+    if worded and (number is None or not phonenumbers.is_valid_number(number)):
+        # "600 100 200 (komórka)", "56 451 02 75, kom. 609 118 274": the first number in it
+        found = next(iter(phonenumbers.PhoneNumberMatcher(text, "PL")), None)
+        number = found.number if found is not None else None
+    if number is None or not phonenumbers.is_valid_number(number):
+        return None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def _check_phone(value: str) -> tuple[str | None, list[Problem]]:
+    """Optional: E.164 when it is a valid number (Polish unless prefixed), an extension kept
+    after it ("+48876216000 wew. 305"); else as written, with a warning."""
+    if _is_placeholder(value):
+        return None, []
+    text = value[:_MAX_PHONE]
+    extension = _EXTENSION.search(text)
+    main = _e164(text[:extension.start()] if extension else text)
+    if main is not None:
+        return (f"{main} wew. {extension.group(1)}" if extension else main), []
     return _tidy(value), [Problem("phone", f"Numer telefonu {_quote(value)} nie wygląda na "
                                   "poprawny – zapisaliśmy go tak, jak został podany; prosimy "
                                   "go sprawdzić.", WARNING)]
+
+
+_ADDRESS_FORM = re.compile(r"^[ \t]*(?:" + "|".join(vocab.ADDRESS_FORMS) + r")[ \t]+(?=\w)",
+                           re.IGNORECASE)
+
+
+def _without_address_form(name: str) -> str:
+    """"Pani Magdalena Sobczak" → "Magdalena Sobczak"."""
+    return _ADDRESS_FORM.sub("", name, count=1)
 
 
 @dataclass
@@ -330,7 +412,8 @@ def validate_draft(values: Mapping[str, str], *, sender: str,
     found = _Found()
     ids, event_problems = _check_events(values.get("event", ""), events)
     found.problems += event_problems
-    name = found.take(_check_text(values.get("name", ""), "name", "Imię i nazwisko",
+    name = found.take(_check_text(_without_address_form(values.get("name", "")), "name",
+                                  "Imię i nazwisko",
                                   "imię i nazwisko osoby zgłaszanej"))
     position = values.get("position", "")
     if too_long := _too_long(position, "position", "Stanowisko"):
