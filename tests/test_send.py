@@ -348,3 +348,24 @@ def test_second_writer_is_refused(make_workspace: Any, smtp_sink: tuple[SmtpSink
         holder.wait()
         assert holder.stdout is not None
         holder.stdout.close()
+
+
+async def test_message_ids_cannot_be_computed_from_public_facts(
+        make_workspace: Any, smtp_sink: tuple[SmtpSink, int]) -> None:
+    """The same campaign and contacts in two state folders send different Message-IDs (the
+    state's salt is in them: a stranger who knows the campaign's name and a contact's address
+    cannot claim to write in our thread); in one state a rebuilt message keeps its id."""
+    _sink, port = smtp_sink
+    first, second = make_workspace(port=port, name="a"), make_workspace(port=port, name="b")
+    await send_all(first)
+    await send_all(second)
+    ids = [{d["contact"]: d["message_id"] for d in deliveries(ws).values()}
+           for ws in (first, second)]
+    assert ids[0].keys() == ids[1].keys() and len(ids[0]) == 5
+    assert not set(ids[0].values()) & set(ids[1].values())
+    settings = load_settings(first.config)
+    with open_state(settings.storage, writer=True) as store:
+        sender = CampaignSender(settings, Renderer(settings, now=NOW), store)
+        contact = read_contacts(settings.campaign.recipients).contacts[0]
+        again = sender.renderer.message_id("invitation", contact.key, secret=sender._secret)
+    assert again == ids[0][contact.key]

@@ -110,6 +110,9 @@ class CampaignSender:
         self.retry_delay = retry_delay
         self.audit = audit
         self.extra = extra  # more template context (a reminder's open events)
+        self._secret = salt(store)
+        if store.staged:  # a new state's salt: on disk before any id made with it is sent
+            store.commit_now()
         self.report = SendReport()
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
         self._open = 0  # jobs neither sent, refused nor deferred yet
@@ -152,8 +155,10 @@ class CampaignSender:
         while True:
             job = await self._queue.get()
             if job.message is None:
-                job.message = self.renderer.invitation(job.contact, template=self.template,
-                                                       kind=self.kind, extra=self.extra)
+                job.message = self.renderer.invitation(
+                    job.contact, template=self.template, kind=self.kind, extra=self.extra,
+                    message_id=self.renderer.message_id(self.kind, job.contact.key,
+                                                        secret=self._secret))
             await self._attempt(session, job)
 
     async def _attempt(self, session: SmtpSession, job: _Job) -> None:

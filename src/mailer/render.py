@@ -299,13 +299,16 @@ class Renderer:
         self._templates[name] = result
         return result
 
-    def message_id(self, kind: str, key: str) -> str:
+    def message_id(self, kind: str, key: str, *, secret: str = "") -> str:
         """A Message-ID that is the same each time the same message is built.
 
         A copy sent again after a crash (the server accepted it, we died before recording)
-        then carries the same id, so replies to either copy match the same delivery.
+        then carries the same id, so replies to either copy match the same delivery. `secret`
+        (the state's salt, for what is recorded) keeps anyone who knows the campaign's name
+        and a contact's address from computing the id: a reply naming it counts as written
+        in our thread (issue 12: answered without review, a bounce taken as ours).
         """
-        seed = f"{self.settings.campaign.name}\0{kind}\0{key}".encode()
+        seed = f"{secret}\0{self.settings.campaign.name}\0{kind}\0{key}".encode()
         digest = hashlib.sha256(seed).hexdigest()[:32]
         label = kind.partition(":")[0]  # "reminder:pim" → "reminder": ':' is no atext
         return f"<{digest}.{label}@{self.domain}>"
