@@ -31,6 +31,7 @@ from mailer.reading.validate import match_events
 from mailer.settings import Event, SmtpSettings
 from mailer.smtp_client import SmtpSession
 from tests.conftest import SmtpSink, free_port
+from tests.test_isolation import nested_multiparts
 
 EVENTS = (
     Event(id="smart-city", title="Warsztat „Smart City”",
@@ -254,23 +255,17 @@ def test_huge_headers_are_read_only_so_far() -> None:
     assert len(reading.subject) < MAX_HEADER_CHARS
 
 
-def nested(depth: int) -> bytes:
-    """`depth` multiparts inside each other, a form at the bottom."""
-    head = "From: jan@gdynia.example.com\r\nSubject: Re: Zaproszenie\r\nMIME-Version: 1.0\r\n"
-    opening = "".join(f'Content-Type: multipart/mixed; boundary="b{n}"\r\n\r\n--b{n}\r\n'
-                      for n in range(depth))
-    closing = "".join(f"\r\n--b{n}--\r\n" for n in reversed(range(depth)))
-    return (head + opening + "Content-Type: text/plain\r\n\r\nWydarzenie: PIM\r\n"
-            + closing).encode()
+FORM_LINE = b"Wydarzenie: PIM\r\n"
 
 
 def test_containers_past_the_limit_are_not_parsed() -> None:
     """Up to MAX_CONTAINERS nested multiparts are parsed (the form at the bottom is found);
     one more and the message is unreadable, for review, before the stdlib parser starts."""
-    reading = understand(nested(MAX_CONTAINERS), received=RECEIVED, events=EVENTS)
+    reading = understand(nested_multiparts(MAX_CONTAINERS, FORM_LINE), received=RECEIVED,
+                         events=EVENTS)
     assert [dict(d.values) for d in reading.drafts] == [{"event": "PIM"}]
     with pytest.raises(UnreadableMessage, match=f"more than {MAX_CONTAINERS} MIME"):
-        parse_bytes(nested(MAX_CONTAINERS + 1))
+        parse_bytes(nested_multiparts(MAX_CONTAINERS + 1))
 
 
 def test_only_the_first_lines_of_a_body_are_read() -> None:

@@ -24,15 +24,16 @@ PARENS_FROM = (b"From: " + b"(" * 500 + b"\r\nTo: rejestracja@example.com\r\n"
                b"Zgloszenie\r\n")
 
 
-def nested_multiparts(depth: int = 1000) -> bytes:
-    """A message of `depth` multiparts, each inside the one before (~58 KB for 1,000)."""
+def nested_multiparts(depth: int = 1000, body: bytes = b"hi") -> bytes:
+    """A message of `depth` multiparts, each inside the one before (~58 KB for 1,000), `body`
+    in a text part at the bottom."""
     head = (b"From: Ewa <ewa@sopot.example.com>\r\nTo: rejestracja@example.com\r\n"
             b"Subject: Re: Zaproszenie\r\nMessage-ID: <deep@sopot.example.com>\r\n"
             b"MIME-Version: 1.0\r\n")
     opening = b"".join(b'Content-Type: multipart/mixed; boundary="b%d"\r\n\r\n--b%d\r\n' % (i, i)
                        for i in range(depth))
     closing = b"".join(b"\r\n--b%d--\r\n" % i for i in reversed(range(depth)))
-    return head + opening + b"Content-Type: text/plain\r\n\r\nhi" + closing
+    return head + opening + b"Content-Type: text/plain\r\n\r\n" + body + closing
 
 
 def utf8_reply(sender: str, body: str) -> bytes:
