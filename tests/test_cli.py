@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from email import message_from_bytes, policy
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from mailer import __version__
 from mailer.doctor import Level, check_security
+from mailer.skeleton import skeleton_files
 from tests.conftest import REPO, Workspace
 
 
@@ -188,3 +191,58 @@ def test_doctor_warns_of_clear_text_logins(table: str) -> None:
     [local] = check_security(table, "none", "organizer", "127.0.0.1")
     assert local.level is Level.OK
     assert check_security(table, "tls", "organizer", "mail.example.gov.pl") == []
+
+
+def test_init_writes_a_campaign_folder_that_checks(tmp_path: Path) -> None:
+    """`mailer init DIR` writes the packaged campaign (bilingual comments, templates, the
+    Windows-1250 sample list, a .gitignore for state/), says what to edit, and it checks."""
+    result = Workspace(tmp_path).run("init", "kampania", check=True)
+    folder = tmp_path / "kampania"
+    assert "Next:" in result.stdout and "campaign.toml" in result.stdout
+    written = {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()}
+    assert written == set(skeleton_files())
+    assert {"templates/newsletter.txt.j2", "templates/confirmation.html.j2"} <= written
+    config = (folder / "campaign.toml").read_text(encoding="utf-8")
+    assert "# Nadawca (nagłówek From)" in config and "# The sender (From)" in config
+    contacts = (folder / "recipients" / "miasta.csv").read_bytes()
+    with pytest.raises(UnicodeDecodeError):
+        contacts.decode("utf-8")
+    assert contacts.decode("cp1250").startswith("email;imie;nazwisko;stanowisko;miasto")
+    assert "state/" in (folder / ".gitignore").read_text(encoding="utf-8").splitlines()
+    checked = Workspace(folder).run("check")
+    assert checked.returncode == 0, checked.stderr
+    assert "20 contacts, 0 invalid" in checked.stdout
+
+
+def test_init_refuses_to_overwrite_and_names_the_files(tmp_path: Path) -> None:
+    """`mailer init` into a folder with a campaign exits 1 naming what it would overwrite,
+    and writes nothing."""
+    folder = tmp_path / "kampania"
+    (folder / "templates").mkdir(parents=True)
+    (folder / "campaign.toml").write_text("# mine\n", encoding="utf-8")
+    (folder / "templates" / "newsletter.txt.j2").write_text("mine\n", encoding="utf-8")
+    result = Workspace(tmp_path).run("init", "kampania")
+    assert result.returncode == 1
+    assert "kampania/campaign.toml" in result.stderr
+    assert "kampania/templates/newsletter.txt.j2" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert (folder / "campaign.toml").read_text(encoding="utf-8") == "# mine\n"
+    assert sorted(p.name for p in folder.rglob("*")) == [
+        "campaign.toml", "newsletter.txt.j2", "templates"]
+
+
+def test_the_checkout_uses_the_packaged_campaign() -> None:
+    """The repository's campaign.toml, templates/ and sample list are the package's files
+    (one source), and the test data's templates links still resolve to them."""
+    skeleton = (REPO / "src" / "mailer" / "skeleton").resolve()
+    for name in ("campaign.toml", "templates", "recipients/miasta.csv"):
+        assert (REPO / name).resolve() == skeleton / name
+    for data in ("officials", "officials-holdout"):
+        assert (REPO / "tests" / "data" / data / "templates").resolve() == skeleton / "templates"
+    assert set(skeleton_files()) >= {"campaign.toml", "recipients/miasta.csv", ".gitignore"}
+
+
+def test_version_is_the_package_version() -> None:
+    """`mailer --version` prints the installed package's version."""
+    result = Workspace(REPO).run("--version", check=True)
+    assert result.stdout.strip() == f"mailer, version {__version__}"

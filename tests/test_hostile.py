@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email.policy
 import random
+import shutil
 import ssl
 import subprocess
 from datetime import UTC, datetime
@@ -31,6 +32,7 @@ from mailer.reading.validate import match_events
 from mailer.settings import Event, SmtpSettings
 from mailer.smtp_client import SmtpSession
 from tests.conftest import SmtpSink, free_port
+from tests.system import missing
 from tests.test_isolation import nested_multiparts
 
 EVENTS = (
@@ -158,6 +160,8 @@ def test_doctor_names_what_to_fix(make_workspace: Any) -> None:
 def _self_signed(folder: Path) -> tuple[Path, Path]:
     """A certificate for 127.0.0.1 that no system trusts (made with the openssl tool)."""
     cert, key = folder / "cert.pem", folder / "key.pem"
+    if not shutil.which("openssl"):
+        pytest.fail(missing("the openssl tool is missing"))
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
                     "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
                     "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)

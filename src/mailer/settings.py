@@ -203,7 +203,10 @@ def load_settings(path: Path) -> Settings:
         raise ConfigError(f"{path}: cannot read the campaign file: {err}") from err
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path}: not valid TOML: {err}") from err
-    return _Loader(path.resolve()).settings(raw)
+    # Absolute but not resolved: relative paths start beside the file as named, so a
+    # campaign.toml symlinked elsewhere (the checkout's, into the package) keeps its
+    # state/ and lists beside the link.
+    return _Loader(Path(os.path.abspath(path))).settings(raw)
 
 
 class _Loader:

@@ -1,4 +1,4 @@
-"""Commands for trying and checking a setup: devserver, demo, doctor.
+"""Commands for starting, trying and checking a setup: init, devserver, demo, doctor.
 
 Their modules (pymap, DNS) are imported inside the commands, so that `mailer send` and
 `mailer run` do not pay for them at every start.
@@ -16,6 +16,29 @@ from mailer.cli.app import App
 from mailer.errors import MailerError
 
 log = logging.getLogger("mailer")
+
+
+@click.command()
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+def init(folder: Path) -> None:
+    """Write a ready campaign folder (campaign file, templates, sample list) to edit."""
+    from mailer.skeleton import write_campaign
+    written = write_campaign(folder)
+    click.echo(f"A campaign in {folder} ({len(written)} files):")
+    click.echo("  campaign.toml          the campaign: sender, events and deadlines, servers "
+               "(comments in Polish and English)")
+    click.echo("  templates/             the newsletter, the reminder and the answers (Jinja2)")
+    click.echo("  recipients/miasta.csv  20 sample contacts (Windows-1250, ';', the columns "
+               "email;imie;nazwisko;stanowisko;miasto)")
+    click.echo("  .gitignore             keeps state/ (personal data) out of version control")
+    click.echo("Next:")
+    click.echo("  1. campaign.toml: [campaign] name, sender, reply_to, subject; each [[event]] "
+               "and its deadline; [smtp] and [imap] for your servers (passwords only in the "
+               "variables named by password_env)")
+    click.echo("  2. recipients/: your contact list instead of the sample (same columns)")
+    click.echo("  3. templates/newsletter.txt.j2 and .html.j2: the invitation's text")
+    click.echo(f"  4. cd {folder} && mailer check && mailer preview; "
+               "`mailer demo` plays the whole flow on this machine")
 
 
 @click.command()
@@ -51,7 +74,16 @@ def devserver(app: App, smtp_port: int | None, imap_port: int | None, folder: Pa
 def demo(app: App, folder: Path | None) -> None:
     """The whole flow end to end against the dev server, in a throwaway workspace."""
     from mailer.dev.demo import run_demo
-    run_demo(app.config, folder, click.echo)
+    from mailer.settings import DEFAULT_CONFIG
+    from mailer.skeleton import default_campaign
+    if app.config.exists() or app.config != Path(DEFAULT_CONFIG):
+        run_demo(app.config, folder, click.echo)
+        return
+    # Nothing configured here (issue 15): play the campaign that ships with mailer.
+    with default_campaign() as config:
+        click.echo(f"No {DEFAULT_CONFIG} here: the demo plays mailer's default campaign "
+                   "(`mailer init DIR` writes it out to edit).")
+        run_demo(config, folder, click.echo)
 
 
 @click.command()
@@ -68,4 +100,4 @@ def doctor(app: App) -> None:
         raise MailerError(f"{len(failed)} checks failed (see above)")
 
 
-COMMANDS = (devserver, demo, doctor)
+COMMANDS = (init, devserver, demo, doctor)
