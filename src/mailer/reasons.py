@@ -24,9 +24,11 @@ class Code(StrEnum):
     # Classification: what the person wrote.
     FORM = "form"
     NO_FORM = "no_form"
+    CONTACT_INTENT = "contact_intent"  # "Zgłaszam się" from an invited contact (issue 13)
     UNSUBSCRIBE_SUBJECT = "unsubscribe_subject"
     UNSUBSCRIBE_PHRASE = "unsubscribe_phrase"
     CANCELLATION_PHRASE = "cancellation_phrase"
+    ERASURE_PHRASE = "erasure_phrase"  # an unsubscribe asking for erasure (RODO art. 17)
     OWN_ADDRESS_LOOP = "own_address_loop"
     # Classification: delivery reports and bounces.
     DELIVERY_REPORT = "delivery_report"
@@ -48,6 +50,7 @@ class Code(StrEnum):
     NULL_RETURN_PATH = "null_return_path"
     ROBOT_SENDER = "robot_sender"
     AUTO_SUBJECT = "auto_subject"
+    AUTO_WORDING = "auto_wording"  # known by its words only: a receipt, out-of-office (issue 13)
     # The decision on a registration.
     NO_FORM_FOUND = "no_form_found"
     SOME_INCOMPLETE = "some_incomplete"
@@ -70,6 +73,7 @@ class Code(StrEnum):
     FORGED = "forged"
     TOO_MANY_REGISTRANTS = "too_many_registrants"
     NOT_UNDERSTOOD = "not_understood"
+    ERASURE_REQUEST = "erasure_request"  # RODO art. 17: staff run `mailer forget`
     BY_HAND = "by_hand"
     READ_FAILED = "read_failed"  # the reader raised on it (issue 12): kept raw
     # A bounce anyone could have written (issue 12): suppressed only for an address we sent
@@ -89,9 +93,11 @@ class Code(StrEnum):
 ENGLISH: Mapping[Code, str] = {
     Code.FORM: "filled registration form",
     Code.NO_FORM: "no form and no known phrase",
+    Code.CONTACT_INTENT: "says it registers; the invited contact's data from the contact list",
     Code.UNSUBSCRIBE_SUBJECT: 'unsubscribe subject "{subject}"',
     Code.UNSUBSCRIBE_PHRASE: 'unsubscribe phrase "{phrase}"',
     Code.CANCELLATION_PHRASE: 'cancellation phrase "{phrase}"',
+    Code.ERASURE_PHRASE: 'erasure request "{phrase}"',
     Code.OWN_ADDRESS_LOOP: "sent from our own address {sender} (loop)",
     Code.DELIVERY_REPORT: "delivery report (RFC 3464) without failures",
     Code.DSN: "DSN (RFC 3464)",
@@ -111,6 +117,7 @@ ENGLISH: Mapping[Code, str] = {
     Code.NULL_RETURN_PATH: "null Return-Path <>",
     Code.ROBOT_SENDER: "sender {sender}",
     Code.AUTO_SUBJECT: 'subject "{subject}"',
+    Code.AUTO_WORDING: 'automatic wording "{phrase}"',
     Code.NO_FORM_FOUND: "no filled form found",
     Code.SOME_INCOMPLETE: "{incomplete} of {total} registrants incomplete",
     Code.CONFIRMED: "confirmed: {confirmed}",
@@ -130,6 +137,7 @@ ENGLISH: Mapping[Code, str] = {
     Code.FORGED: "sender not authenticated ({verdict}): nothing applied",
     Code.TOO_MANY_REGISTRANTS: "over the limit of registrants per sender: not all registered",
     Code.NOT_UNDERSTOOD: "not understood",
+    Code.ERASURE_REQUEST: "asks for erasure of personal data (RODO art. 17): run `mailer forget`",
     Code.BY_HAND: "registered by hand",
     Code.READ_FAILED: "could not be read ({error}): kept as received",
     Code.BOUNCE_NOT_SENT: "bounce for {addresses}, to which we sent nothing: not suppressed",
@@ -147,9 +155,11 @@ ENGLISH: Mapping[Code, str] = {
 POLISH: Mapping[Code, str] = {
     Code.FORM: "wypełniony formularz zgłoszenia",
     Code.NO_FORM: "bez formularza i bez znanego zwrotu",
+    Code.CONTACT_INTENT: "zgłoszenie bez formularza; dane zaproszonej osoby z listy kontaktów",
     Code.UNSUBSCRIBE_SUBJECT: 'temat z prośbą o wypisanie: "{subject}"',
     Code.UNSUBSCRIBE_PHRASE: 'prośba o wypisanie: "{phrase}"',
     Code.CANCELLATION_PHRASE: 'rezygnacja: "{phrase}"',
+    Code.ERASURE_PHRASE: 'żądanie usunięcia danych: "{phrase}"',
     Code.OWN_ADDRESS_LOOP: "wysłane z naszego adresu {sender} (pętla)",
     Code.DELIVERY_REPORT: "raport doręczenia (RFC 3464) bez błędów",
     Code.DSN: "raport o niedoręczeniu (DSN, RFC 3464)",
@@ -169,6 +179,7 @@ POLISH: Mapping[Code, str] = {
     Code.NULL_RETURN_PATH: "pusty Return-Path <>",
     Code.ROBOT_SENDER: "nadawca automatyczny {sender}",
     Code.AUTO_SUBJECT: 'temat automatycznej odpowiedzi "{subject}"',
+    Code.AUTO_WORDING: 'treść automatycznej odpowiedzi: "{phrase}"',
     Code.NO_FORM_FOUND: "nie znaleziono wypełnionego formularza",
     Code.SOME_INCOMPLETE: "niekompletne zgłoszenia: {incomplete} z {total}",
     Code.CONFIRMED: "potwierdzone: {confirmed}",
@@ -188,6 +199,7 @@ POLISH: Mapping[Code, str] = {
     Code.FORGED: "nadawca nieuwierzytelniony ({verdict}) – nic nie zmieniono",
     Code.TOO_MANY_REGISTRANTS: "ponad limit osób od jednego nadawcy – nie wszystkie zapisano",
     Code.NOT_UNDERSTOOD: "nie zrozumiano treści",
+    Code.ERASURE_REQUEST: "żądanie usunięcia danych (art. 17 RODO): wykonaj `mailer forget`",
     Code.BY_HAND: "zarejestrowane ręcznie",
     Code.READ_FAILED: "nie udało się odczytać ({error}) – zachowano w oryginale",
     Code.BOUNCE_NOT_SENT: "zwrot dla {addresses}, do których niczego nie wysłaliśmy – "

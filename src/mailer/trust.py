@@ -84,7 +84,10 @@ def review_reason(reading: Reading, *, headers_only: bool, backlog: bool,
     if reading.forged:
         return Reason.of(Code.FORGED, verdict=reading.forged)
     not_understood = Reason.of(Code.NOT_UNDERSTOOD) if reading.kind is Kind.OTHER else None
-    return _unapplied(reading, effects) or held or not_understood
+    # RODO art. 17: the unsubscribe is applied, erasing the data is staff's `forget` (issue 13).
+    erasure = (Reason.of(Code.ERASURE_REQUEST)
+               if reading.classification.reason.code is Code.ERASURE_PHRASE else None)
+    return _unapplied(reading, effects) or held or erasure or not_understood
 
 
 def _unapplied(reading: Reading, effects: dict[str, Any]) -> Reason | None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage, Message
 from email.utils import collapse_rfc2231_value
@@ -14,7 +14,15 @@ from mailer.reading.bounces import Outcome
 from mailer.reading.headers import first_address, header_text
 from mailer.reading.reports import BounceReading, has_status_part, read_bounce, read_complaint
 from mailer.reading.textfold import FoldTable, strip_marks
+from mailer.reading.wording import (
+    Intent,
+    automatic_wording,
+    cancelled_events,
+    event_aliases,
+    read_wording,
+)
 from mailer.reasons import Code, Reason
+from mailer.settings import Event
 
 
 class Kind(StrEnum):
@@ -40,6 +48,7 @@ class Classification:
     forwarded: tuple[tuple[str, str], ...] = ()  # (failed final address, the one we sent to)
     refs: tuple[str, ...] = ()  # Message-IDs the notice refers to (the returned copy's)
     senders: tuple[str, ...] = ()  # the returned copy's envelope sender and From
+    cancelled: tuple[str, ...] = ()  # a cancellation's event ids (issue 13: one of two)
 
 
 # RFC 3464 reports; RFC 6533 adds the internationalised variant.
@@ -86,26 +95,6 @@ _AUTO_SUBJECT = re.compile(
     r"|read:|not read:|przeczytano:|nie przeczytano:|delivered:|dostarczono:)"
 )
 
-# Matched on the folded subject and own text. "wypisać"/"wypisanie" alone is too common ("wypisać
-# zaświadczenie"), so it counts only with "mnie" or "z listy/newslettera/…".
-_UNSUBSCRIBE = re.compile(
-    r"\bwypisz(?:cie)?\b"
-    r"|\bmnie wypisac\b|\bwypisac mnie\b"
-    r"|\bwypis(?:ac|anie)\b(?: \S+){0,3}? z (?:listy|newslettera|bazy|mailingu|subskrypcji)"
-    r"|\b(?:rezygnuje|rezygnacja) z (?:newslettera|subskrypcji|otrzymywania)"
-    r"|\busuniecie (?:\S+ ){0,2}z (?:listy|bazy)"
-    r"|\bnie chce (?:juz )?otrzymywac"
-    r"|\bunsubscribe\b"
-)
-# "nie rezygnuję z udziału" ("I am not cancelling") must not read as a cancellation.
-_CANCELLATION = re.compile(
-    r"\b(?<!nie )z?rezygnuj(?:e|emy) z (?:udzialu|uczestnictwa|rejestracji|zgloszenia"
-    r"|warsztat|wydarzen|konferencj|spotkani|webinar)"
-    r"|\brezygnacja z (?:udzialu|uczestnictwa|rejestracji)"
-    r"|\b(?:odwoluje|anuluje|wycofuje) (?:\S+ )?(?:zgloszenie|rejestracje|udzial)"
-    r"|\bnie wezme(?: jednak)? udzialu"
-    r"|\bcancel my (?:registration|participation)"
-)
 # A subject that is nothing but an unsubscribe word is what a mail client sends for a
 # List-Unsubscribe mailto: URI (RFC 2369 §3.2; our campaign's is "?subject=wypisz").
 _UNSUBSCRIBE_SUBJECTS = frozenset(
@@ -130,11 +119,17 @@ _AUTO_PRECEDENCE = frozenset({"bulk", "junk", "list", "auto_reply"})
 
 def classify(
     msg: EmailMessage, own_text: str, *, has_form: bool, own_addresses: Collection[str] = (),
-    automated: Reason | EllipsisType | None = ...,
+    automated: Reason | EllipsisType | None = ..., written_form: bool | None = None,
+    chosen_events: bool = False, events: Sequence[Event] = (),
 ) -> Classification:
     """Classify a message; `own_text` is the reply without quoted history, `has_form` from parse.
 
     `automated`: `is_automated(msg)` when the caller has it already (it is not cheap).
+    `written_form`: a form or a sentence registering someone (not only a signature): such a
+    message is never automatic by its wording (default: `has_form`). `events`: the campaign's,
+    to say which events a cancellation withdraws from. `chosen_events`: the own text chooses
+    events (a form's or a sentence's): "zgłaszam X na PIM, w warsztacie nie weźmiemy udziału"
+    registers, while "rezygnuję z udziału" withdraws even beside a form.
     """
     if isinstance(automated, EllipsisType):
         automated = is_automated(msg)
@@ -152,21 +147,32 @@ def classify(
                               Reason.of(Code.UNSUBSCRIBE_SUBJECT, subject=subject.strip()))
     if automated is not None:
         return Classification(Kind.AUTO_REPLY, automated)
-    return _classify_text(_fold(subject) + "\n" + _fold(own_text), has_form=has_form)
+    written = has_form if written_form is None else written_form
+    return _classify_text(subject, own_text, has_form=has_form, written_form=written,
+                          chosen_events=chosen_events, events=events)
 
 
-def _classify_text(text: str, *, has_form: bool) -> Classification:
-    """Read the person's words: unsubscribe, then cancellation, then the form."""
+def _classify_text(subject: str, own_text: str, *, has_form: bool, written_form: bool,
+                   chosen_events: bool, events: Sequence[Event]) -> Classification:
+    """Read the person's words: unsubscribe, then cancellation, automatic wording, the form."""
     # Unsubscribe outranks everything a person writes: "wypisz" with an empty form is not a
     # registration. A cancellation phrase outranks a filled form too (a form filled earlier often
     # rides along with "rezygnuję z udziału"): a wrong cancellation is answered, so the person can
     # correct it, while confirming someone who said they will not come hides their message.
-    if found := _UNSUBSCRIBE.search(text):
+    found = read_wording(subject, own_text, aliases=event_aliases(events))
+    if found is not None and found.intent is Intent.ERASURE:
+        return Classification(Kind.UNSUBSCRIBE, Reason.of(Code.ERASURE_PHRASE, phrase=found.phrase))
+    if found is not None and found.intent is Intent.UNSUBSCRIBE:
         return Classification(Kind.UNSUBSCRIBE,
-                              Reason.of(Code.UNSUBSCRIBE_PHRASE, phrase=found.group(0)))
-    if found := _CANCELLATION.search(text):
+                              Reason.of(Code.UNSUBSCRIBE_PHRASE, phrase=found.phrase))
+    if found is not None and not (found.declined and has_form and chosen_events):
         return Classification(Kind.CANCELLATION,
-                              Reason.of(Code.CANCELLATION_PHRASE, phrase=found.group(0)))
+                              Reason.of(Code.CANCELLATION_PHRASE, phrase=found.phrase),
+                              cancelled=cancelled_events(found, events))
+    # Headers stripped by a gateway: a receipt or an out-of-office known by its words alone
+    # (never when the message holds a form or names someone to register).
+    if not written_form and (auto := automatic_wording(own_text)):
+        return Classification(Kind.AUTO_REPLY, Reason.of(Code.AUTO_WORDING, phrase=auto.phrase))
     if has_form:
         return Classification(Kind.REGISTRATION, Reason.of(Code.FORM))
     return Classification(Kind.OTHER, Reason.of(Code.NO_FORM))

@@ -47,6 +47,9 @@ class Registrant:
     events: tuple[str, ...]  # event ids, in campaign order
     problems: tuple[Problem, ...] = ()  # errors: any of them makes the registrant incomplete
     warnings: tuple[Problem, ...] = ()
+    # (field, where its value came from): "form", reading.prose's rules, "contact" (the
+    # invited contact's row), "earlier" (an earlier message completed); issue 13.
+    sources: tuple[tuple[str, str], ...] = ()
 
     @property
     def complete(self) -> bool:
@@ -240,6 +243,14 @@ def match_events(text: str, events: Sequence[Event]) -> tuple[tuple[str, ...], l
     return ids, unknown
 
 
+def named_events(text: str, events: Sequence[Event]) -> tuple[str, ...]:
+    """Event ids `text` names at all, negated or not ("rezygnuję z warsztatu": the workshop);
+    "oba"/"both" names every event. For a cancellation's clause (reading.wording)."""
+    spans = _find_spans(_fold(unicodedata.normalize("NFC", text)), _terms(events))
+    named = {event_id for _start, _end, event_id in spans}
+    return tuple(e.id for e in events if None in named or e.id in named)
+
+
 def _choice_name(event: Event) -> str:
     """What to type for an event: its first alias (acronyms like "pim" in capitals), else id."""
     name = event.aliases[0] if event.aliases else event.id
@@ -257,7 +268,9 @@ def _choices(events: Sequence[Event]) -> str:
         names.append("„oba”")
     elif len(events) > 2:
         names.append("„wszystkie”")
-    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " lub " + names[-1]
+    if len(names) < 2:
+        return "".join(names) or "–"  # a campaign without events offers no choice
+    return ", ".join(names[:-1]) + " lub " + names[-1]
 
 
 def _check_events(value: str, events: Sequence[Event]) -> tuple[tuple[str, ...], list[Problem]]:

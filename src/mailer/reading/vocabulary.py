@@ -149,6 +149,9 @@ INTENTS = (
     "chcialabym wziac udzial", "chcielibysmy wziac udzial", "chcemy wziac udzial",
     "zainteresowane udzialem", "zainteresowany udzialem", "zainteresowana udzialem",
     "zainteresowani udzialem", "bede obecny", "bede obecna", "bedzie obecny", "bedzie obecna",
+    "prosze mnie zapisac", "prosze nas zapisac", "prosze mnie zglosic", "prosze mnie dopisac",
+    "bede na warsztacie", "bede na warsztatach", "bedziemy na warsztacie", "bede uczestniczyc",
+    "bede uczestniczyl", "bede uczestniczyla",
     "sign me up",
 )
 # Pointing to the signature as the data: "dane w stopce", "moje dane poniżej".
@@ -217,6 +220,197 @@ PERSON_NOISE = (
     "kontakt", "nr", "sluzbowy", "sluzbowa", "prywatny", "w", "z", "oraz", "i", "ds", "ds.",
     "fax", "mobile", "phone", "wew", "wew.", "kontaktowy", "kontaktowe",
 )
+
+# --- cancellations, unsubscribes, automatic replies in free words (reading.wording) -------------
+# Intent phrases: folded words; a word ending in "*" may go on ("zgloszeni*"); "~" stands for
+# up to three words between. A question, a "nie" right before, or a condition ("jeśli…") in the
+# same clause makes a phrase none. Issue 13.
+# Withdrawing from an event: one of these verbs, then (up to three words later) what is withdrawn.
+CANCEL_VERBS = (
+    "rezygnuje", "rezygnujemy", "rezygnuja", "rezygnacja", "rezygnacje", "zrezygnowac",
+    "rezygnowac",
+    "zrezygnowal*", "odwoluje", "odwolujemy", "odwolac", "odwolanie", "odwolania", "anuluje",
+    "anulujemy", "anulowac", "anulowanie", "anulowania", "anulujcie", "anuluj", "wycofuje",
+    "wycofujemy", "wycofac", "wycofanie", "wycofania", "wycofal*", "usunac", "usuniecie",
+    "usuniecia", "usun", "usuncie", "skreslic", "skreslenie", "skreslenia", "skresl",
+    "wykreslic", "wykreslenie", "wykreslenia", "wykresl", "wypisac", "wypisanie", "wypisz",
+    "wypiszcie", "cofam", "cofamy", "cofnac", "cofniecie", "cancel", "withdraw",
+)
+# What is withdrawn, right after the verb or a few words later ("odwołać swój udział").
+CANCEL_OBJECTS = (
+    "zgloszenie", "zgloszenia", "zgloszen", "rejestracje", "rejestracji", "udzial", "udzialu",
+    "uczestnictwo", "uczestnictwa", "obecnosc", "registration", "participation", "z udzialu",
+    "z uczestnictwa", "z rejestracji", "ze zgloszenia", "z obecnosci",
+    "z listy uczestnik*", "z listy zgloszonych", "z listy obecnosci", "z listy osob zgloszonych",
+    "z listy zapisanych", "z listy zarejestrowanych", "z listy osob", "z warsztat*",
+    "ze spotkani*", "z wydarzeni*", "z konferencj*", "ze szkoleni*", "z webinar*",
+    "z seminari*", "z naboru", "z forum",
+)
+# Words for an event in general: "w warsztacie", "na spotkaniu" (the campaign's aliases too).
+EVENT_NOUNS = (
+    "warsztat*", "spotkani*", "wydarzeni*", "konferencj*", "szkoleni*", "webinar*",
+    "seminari*", "nabor*", "forum",
+)
+# Not coming: "nie będę mogła uczestniczyć", "nie dam rady być", "nie weźmie udziału".
+CANNOT = (
+    "bede mogl*", "bedzie mogl*", "bedziemy mogli", "bedziemy mogly", "beda mogli", "moge",
+    "mozemy", "dam rady", "damy rady", "da rady", "uda mi sie", "uda nam sie", "uda sie",
+    "zdolam", "zdazymy", "zdaze", "jestem w stanie", "bede w stanie", "bedziemy w stanie",
+    "bedzie w stanie", "mam mozliwosci", "bede mial* mozliwosci", "bedzie mial* mozliwosci",
+)
+ATTEND = (
+    "uczestniczyc", "uczestniczenia", "wziac udzial*", "wziac w nim udzial*", "wziecia udzialu",
+    "byc", "byc obecn*", "przyjechac", "przybyc", "dotrzec", "dolaczyc", "pojawic sie",
+    "sie pojawic", "stawic sie", "sie stawic", "skorzystac",
+)
+NOT_ATTENDING = (
+    "nie wezme* ~ udzial*", "nie wezmie ~ udzial*", "nie wezmiemy ~ udzial*", "nie wezma ~ udzial*",
+    "nie bede obecn*", "nie bedzie obecn*", "nie bedziemy obecn*", "nie pojawie sie",
+    "nie pojawimy sie", "nie przyjade", "nie przyjedziemy", "nie dolacze", "nie dolaczymy",
+    "nie bede uczestniczyc", "nie bede uczestniczyl*", "nie bedzie uczestniczyc",
+    "nie bedzie uczestniczyl*", "nie bedziemy uczestniczyc", "cannot attend", "can t attend",
+    "won t be able to attend", "will not be able to attend", "unable to attend",
+)
+# Words between "nie" and CANNOT that keep the meaning ("nie jednak będę mógł" is rare, but
+# "niestety nie dam jednak rady" is not): skipped.
+CANNOT_FILLERS = ("jednak", "niestety", "juz", "wiec", "tym razem", "w tym terminie")
+# Unsubscribing: a removal verb, then a mailing list or a database ("z Państwa listy
+# mailingowej"), or a request for no more mail. "lista uczestników" is the event's: a cancellation.
+REMOVE_VERBS = (
+    "usun*", "wypis*", "wykresl*", "skresl*", "wykasow*", "wyrejestr*", "remove", "delete",
+    "take", "zdjac", "zdjecie",
+)
+MAILING_LISTS = (
+    "list* mailingow*", "list* dystrybucyjn*", "list* adresow*", "list* odbiorcow",
+    "list* wysylkow*", "list* subskrybentow", "list* korespondencyjn*", "list* kontaktow*",
+    "list* newsletter*", "list* mailowej", "list* e mailowej", "bazy*", "baz*", "mailingu",
+    "mailingow*", "newslettera", "newsletterow", "subskrypcji", "rozdzielnika", "wysylki",
+    "wysylek", "korespondencji", "mailing list", "distribution list", "list", "mailing",
+)
+UNSUBSCRIBE_PHRASES = (
+    "nie chce* ~ otrzymywac", "nie chcemy ~ otrzymywac", "nie zycze* sobie ~ otrzymywa*",
+    "nie zycze* sobie ~ przesylania", "nie zycze* sobie ~ wiadomosci", "nie zyczymy sobie",
+    "prosze ~ nie przesylac", "prosze ~ nie wysylac", "prosze ~ nie kierowac",
+    "prosze ~ nie przysylac", "prosimy ~ nie przysylac", "prosze o nieprzysylanie",
+    "prosimy ~ nie przesylac", "prosimy ~ nie wysylac", "prosze o nieprzesylanie",
+    "prosze o niewysylanie", "prosimy o nieprzesylanie", "prosimy o niewysylanie",
+    "zaprzestani* ~ przesylania",
+    "zaprzestani* ~ wysylania", "rezygnuje z otrzymywania", "rezygnujemy z otrzymywania",
+    "rezygnacja z otrzymywania", "rezygnuje z newslettera", "rezygnuje z subskrypcji",
+    "rezygnacja z newslettera", "rezygnacja z subskrypcji", "rezygnuje z mailingu",
+    "wypisz", "wypiszcie", "wypisz* mnie", "wypisz* nas", "mnie wypisac", "nas wypisac",
+    "wypisac mnie",    "wypisanie mnie", "wypisanie z newslettera", "unsubscribe me", "unsubscribe",
+    "remove me", "stop sending", "do not send", "don t send", "no longer wish to receive",
+    "no longer want to receive", "do not wish to receive", "don t want to receive",
+)
+# A request to stop mail is about what we send: its object, when it names one.
+MAIL_NOUNS = (
+    "korespondencj*", "wiadomosc*", "wiadomosci", "informacj*", "mail*", "e mail*",
+    "newsletter*", "zaproszen*", "ofert*", "powiadomien", "na ten adres", "na moj adres",
+    "na adres", "wiecej", "kolejnych", "dalszych", "tego typu", "emails", "messages",
+)
+# RODO (GDPR): consent withdrawn (art. 7(3)), an objection (art. 21) — an unsubscribe; and
+# erasure (art. 17) — an unsubscribe staff must complete with `mailer forget`.
+RODO_UNSUBSCRIBE = (
+    "wycofuje ~ zgod*", "wycofujemy ~ zgod*", "cofam ~ zgod*", "cofniecie ~ zgod*",
+    "wycofanie ~ zgod*", "odwoluje ~ zgod*", "sprzeciw wobec przetwarzania",
+    "sprzeciw ~ przetwarzani*", "withdraw my consent", "object to the processing",
+)
+RODO_ERASURE = (
+    "zadam ~ usuniecia", "zadanie ~ usuniecia", "usun* ~ moich danych", "usun* ~ moje dane",
+    "usun* ~ danych osobowych", "usun* ~ dane osobowe", "prawo do bycia zapomnianym",
+    "art 17 ~ rodo", "delete my personal data", "erase my personal data", "right to erasure",
+)
+# What someone else's footer says ("Aby anulować subskrypcję tej grupy…", "To unsubscribe…",
+# a newsletter's "Jeśli nie chcesz otrzymywać…"): from one of these to the end of its
+# paragraph, the text is not the writer's own request.
+THIRD_PARTY_FOOTERS = (
+    "aby anulowac subskrypcje", "aby zrezygnowac z subskrypcji", "aby zrezygnowac",
+    "aby wypisac sie", "aby sie wypisac", "aby przestac otrzymywac", "w celu wypisania",
+    "w celu rezygnacji", "jesli nie chcesz", "jezeli nie chcesz", "jesli nie chca panstwo",
+    "jezeli nie chca panstwo", "jesli nie zyczysz sobie", "jezeli nie zyczysz sobie",
+    "otrzymujesz te wiadomosc", "otrzymujesz ten e mail", "otrzymujesz ta wiadomosc",
+    "otrzymales te wiadomosc", "otrzymalas te wiadomosc", "ta wiadomosc zostala wyslana do",
+    "kliknij tutaj", "kliknij link", "kliknij w link", "kliknij ponizej", "kliknij tu",
+    "wypisz sie", "mozesz sie wypisac", "mozesz zrezygnowac", "odpowiedz wypisz",
+    "zarzadzaj subskrypcja", "zarzadzaj preferencjami", "to unsubscribe", "unsubscribe from",
+    "you received this message because", "you are receiving this", "you received this email",
+    "click here", "manage your subscription", "if you no longer wish", "if you do not wish",
+    "if you don t want", "unsubscribe here",
+)
+# Automatic replies known by their words (headers stripped by a gateway). A receipt of a
+# document system (EZD, ePUAP) or a no-reply notice is one by itself; an out-of-office or a
+# canned reply needs its two halves (absent + until/whom to contact; thanks + we will answer).
+AUTO_RECEIPTS = (
+    "potwierdza ~ wplyw*", "potwierdzamy ~ wplyw*", "potwierdzenie wplywu",
+    "potwierdzenie odbioru wiadomosci", "zarejestrowan* w systemie", "zostala zarejestrowana",
+    "zostalo zarejestrowane", "zarejestrowano ~ przesylk*", "zarejestrowano ~ pismo",
+    "zarejestrowano ~ wiadomosc", "urzedowe poswiadczenie przedlozenia",
+    "urzedowe poswiadczenie odbioru", "wygenerowan* automatycznie",
+    "automatycznie wygenerowan*", "automatyczne potwierdzenie", "wiadomosc automatyczn*",
+    "this is an automated", "this is an automatic", "automatically generated",
+)
+# Words a receipt holds that a person may write too ("proszę podać znak sprawy"): two of them
+# make a receipt, one does not.
+AUTO_RECEIPT_HINTS = (
+    "nadano ~ numer", "nadano ~ znak", "numer kancelaryjny", "znak sprawy", "upo", "upp",
+    "skrzynki podawczej", "skrzynka podawcza", "ezd", "epuap", "data rejestracji",
+    "data wplywu", "identyfikator dokumentu", "nie odpowiadaj", "prosimy ~ nie odpowiadac",
+    "prosze ~ nie odpowiadac", "do not reply", "please do not reply",
+)
+AUTO_ABSENT = (
+    "jestem nieobecn*", "bede nieobecn*", "jestem poza biurem", "przebywam ~ na urlopie",
+    "przebywam ~ na zwolnieniu", "przebywam ~ w delegacji", "przebywam ~ na szkoleniu",
+    "jestem na urlopie", "jestem na zwolnieniu", "jestem w delegacji", "poza biurem",
+    "nie ma mnie w pracy", "nie ma mnie w biurze", "nie ma mnie", "nieobecnosc w pracy",
+    "ograniczonym dostepem do poczty", "ograniczony dostep do poczty", "out of the office",
+    "out of office", "on leave", "on vacation", "on holiday", "away from the office",
+)
+AUTO_ABSENT_DETAILS = (
+    "do dnia", "wracam", "wroce", "po powrocie", "powrot*", "w dniach", "w sprawach pilnych",
+    "w pilnych sprawach", "prosze kontaktowac sie", "prosze o kontakt", "prosimy o kontakt",
+    "zastepstw*", "zastepuje mnie", "nie zostanie przekazana", "nie bedzie przekazywana",
+    "odpowiem", "until", "i will reply", "i will respond", "urgent", "back on", "limited access",
+)
+AUTO_CANNED = (
+    "dziekujemy za wiadomosc", "dziekuje za wiadomosc", "dziekujemy za przeslan*",
+    "dziekujemy za kontakt", "dziekujemy za e mail", "thank you for your message",
+    "thank you for your email", "thank you for contacting",
+)
+AUTO_CANNED_DETAILS = (
+    "przekazana do wlasciwej", "przekazano do wlasciwej", "przekazana do merytoryczn*",
+    "odpowiedz zostanie udzielona", "odpowiemy ~ w terminie", "odpowiemy ~ najszybciej",
+    "w terminie wynikajacym", "kodeksu postepowania administracyjnego", "kpa",
+    "zostanie rozpatrzon*", "we will respond", "we will get back", "we will reply",
+)
+# Words a machine's reply never holds: the invitation's business (a person answering it).
+HUMAN_MARKERS = (
+    "zglaszam", "zglaszamy", "zgloszeni*", "formularz*", "udzial*", "uczestnicz*",
+    "rejestracj*", "warsztat*", "zaproszeni*", "pim",
+)
+# An event named by its date in a cancellation ("26.10", "26 października"): month names.
+MONTHS_GENITIVE = (
+    "stycznia", "lutego", "marca", "kwietnia", "maja", "czerwca", "lipca", "sierpnia",
+    "wrzesnia", "pazdziernika", "listopada", "grudnia",
+)
+# A person asking something: no machine's receipt or out-of-office does ("proszę podać…").
+HUMAN_ASKS = (
+    "czy", "prosze podac", "prosze o podanie", "prosze o informacj*", "prosze o przeslanie",
+    "prosze o potwierdzenie", "prosze o wyjasnienie", "prosze sprawdzic", "uprzejmie prosze o",
+    "could you", "can you", "please let me know",
+)
+AUTO_MAX_WORDS = 160  # longer own text is a person writing, whatever it says
+# Conditions and questions: a phrase after one of these in its clause is no request.
+CONDITIONS = (
+    "jesli", "jezeli", "gdyby", "gdybym", "gdybysmy", "w razie", "w przypadku", "o ile",
+    "czy", "if", "whether", "ewentualnie", "moze",
+)
+# A "nie" before a withdrawal ("nie rezygnuję", "nie chcę rezygnować") cancels it.
+NEGATIONS = (
+    "nie", "nie chce", "nie chcemy", "nie zamierzam", "nie zamierzamy", "nie musze",
+    "nie planuje", "not", "don t", "do not",
+)
+
 
 # --- turning phrases into patterns (on folded text) --------------------------------------------
 
