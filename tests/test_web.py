@@ -375,7 +375,8 @@ def test_person_shows_text_beside_what_was_read(shared: Workspace) -> None:
     missing = client.get("/person?address=nobody@example.com")
     assert missing.status_code == 404 and "Nic nie zapisano" in missing.text
     incomplete = client.get(f"/person?address={INCOMPLETE}").text
-    assert "Pole „Miasto / urząd” jest puste" in incomplete
+    assert "Adres e-mail „ewa.lis@gdansk” jest niepoprawny" in incomplete
+    assert "z listy kontaktów" in incomplete  # the city left out (issue 13)
 
 
 def test_person_page_shows_the_stored_reading_not_the_raw_message(fresh: Workspace) -> None:

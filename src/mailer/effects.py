@@ -208,7 +208,8 @@ class Ledger:
                 "problems": [{"field": p.field, "message": p.message}
                              for p in registrant.problems],
                 "warnings": [p.message for p in registrant.warnings],
-                "values": _values_of(registrant), "sender": reading.sender,
+                "values": _values_of(registrant), "sources": dict(registrant.sources),
+                "sender": reading.sender,
                 "received": reading.received.isoformat(),
                 "messages": [*(old or {}).get("messages", []), reading.key],
                 "invitation": self.match_invitation(reading),
@@ -281,6 +282,9 @@ class Ledger:
     def _cancel(self, reading: Reading) -> dict[str, Any]:
         cancelled: list[str] = []
         keys = []
+        # The events the message withdraws from (issue 13: "rezygnuję z warsztatu, PIM
+        # zostawiam" keeps PIM); none named means every one.
+        only = set(reading.classification.cancelled)
         candidates = {reading.sender, *self.index.registrations_by_sender.get(reading.sender, ())}
         for key in sorted(candidates):
             doc = self.store.get(REGISTRATIONS, key)
@@ -288,11 +292,15 @@ class Ledger:
             # answer names the events cancelled (issue 12).
             if doc and reading.sender in (key, doc.get("sender")) and doc.get("status") in (
                     RegistrationStatus.COMPLETE, RegistrationStatus.INCOMPLETE):
-                cancelled += [e for e in doc["events"] if e not in cancelled]
+                gone = [e for e in doc["events"] if not only or e in only]
+                if not gone and doc["events"]:
+                    continue  # none of the events withdrawn is in this registration
+                cancelled += [e for e in gone if e not in cancelled]
+                kept = {e: v for e, v in doc["events"].items() if e not in gone}
                 self._stage_registration(doc["key"], {
-                    **doc, "status": RegistrationStatus.CANCELLED, "history": _history(doc),
-                    "messages": [*doc.get("messages", []), reading.key],
-                    "updated": self.clock.now().isoformat()})
+                    **doc, "history": _history(doc), "updated": self.clock.now().isoformat(),
+                    **({"events": kept} if kept else {"status": RegistrationStatus.CANCELLED}),
+                    "messages": [*doc.get("messages", []), reading.key]})
                 keys.append(doc["key"])
         return {"cancelled": cancelled, "registrations": keys}
 

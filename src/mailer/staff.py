@@ -266,6 +266,7 @@ def describe_person(found: Person) -> list[str]:
         events = ", ".join(f"{k}: {v}" for k, v in doc.get("events", {}).items()) or "none"
         lines += [f"registration [{doc.get('status')}]: {doc.get('name')} | "
                   f"{doc.get('position')} | {doc.get('city')} | {doc.get('phone')} | {events}"]
+        lines += _sources_line(doc.get("sources"), "  ")
         lines += [f"  earlier ({old.get('updated', '')[:16]}): {old.get('status')}, "
                   f"{old.get('city')}, {old.get('events')}" for old in doc.get("history", [])]
     for doc in found.deliveries:
@@ -284,8 +285,17 @@ def describe_person(found: Person) -> list[str]:
             lines.append(f"      read: {person.get('name')} | {person.get('position')} | "
                          f"{person.get('city')} | {person.get('email')} | "
                          f"{person.get('phone')} | {events or 'no event'}")
+            lines += _sources_line(person.get("sources"), "        ")
         lines += [f"      problem: {e['field']}: {e['message']}" for e in read.get("errors", [])]
     for doc in found.answers:
         lines.append(f"out {doc.get('created', '')[:16]}  answer {doc.get('template')}: "
                      f"{doc.get('status')}  {doc.get('message_id')}")
     return lines
+
+
+def _sources_line(sources: dict[str, str] | None, indent: str) -> list[str]:
+    """Where each value came from (issue 13): form, sentence, list, line, signature, contact
+    (the invited contact's row), earlier (the earlier message it completed)."""
+    if not sources:
+        return []
+    return [f"{indent}from: " + ", ".join(f"{k} {v}" for k, v in sources.items())]

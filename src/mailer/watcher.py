@@ -34,10 +34,12 @@ from mailer.models import (
 from mailer.rawfiles import RawFiles
 from mailer.reading.classify import Kind
 from mailer.reading.decide import answer_allowed
+from mailer.reading.invited import ContactBook
 from mailer.reading.understand import (
     Reading,
     answer_template,
     complete,
+    complete_from_contact,
     glimpse,
     reading_json,
     stored_reading,
@@ -50,7 +52,7 @@ from mailer.settings import Settings
 from mailer.smtp_client import SmtpSession
 from mailer.staff import review_queue
 from mailer.store import Doc, Store
-from mailer.trust import review_reason, stored_part
+from mailer.trust import FREE_MAIL, review_reason, stored_part
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +104,9 @@ class Watcher:
         self.own = settings.own_addresses
         self.messages_dir = settings.storage / MESSAGES
         self.raw_files = RawFiles(self.messages_dir)
-        self.ledger = Ledger(settings, store, clock=clock,
-                             contacts=read_contacts(settings.campaign.recipients).contacts)
+        contacts = read_contacts(settings.campaign.recipients).contacts
+        self.ledger = Ledger(settings, store, clock=clock, contacts=contacts)
+        self.invited = ContactBook(contacts, self.ledger.by_message_id, free_mail=FREE_MAIL)
         self.watermark = self._watermark()
         self.readers = readers or Readers(events=settings.events, own_addresses=self.own,
                                           authserv_id=settings.answers.trusted_authserv_id)
@@ -265,8 +268,10 @@ class Watcher:
         """Stage one message (`read`: what it says); None when it was processed before."""
         if self.store.has(INBOUND, read.key):
             return None
-        # A later reply may complete an incomplete form: that needs the state, so it is here.
-        reading = complete(read, self.ledger.previous_values, self.settings.events)
+        # What needs the state is done here: the contact list completes an invited contact's
+        # reply (issue 13), a later reply an incomplete form.
+        reading = complete(complete_from_contact(read, self.invited.match, self.settings.events),
+                           self.ledger.previous_values, self.settings.events)
         raw = self.settings.storage / message_record(reading.key)
         self.raw_files.add(raw, item.data)
         self.raw_files.add(reading_file(raw), stored_reading(reading), durable=False)

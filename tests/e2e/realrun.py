@@ -19,7 +19,8 @@ from tests.test_inbox import BETWEEN, ON_TIME, form, reply
 # contact_rows(5): osoba0 Łódź, osoba1 Gdańsk, osoba2 Kraków, osoba3 Wrocław, osoba4 Poznań
 ZOFIA = ("Zofia Przybylska-Wrzos", "osoba2@miasto2.example.com")  # on time, both events
 ADAM = ("Adam Nowak", "osoba3@miasto3.example.com")  # after the workshop's deadline
-INCOMPLETE = "osoba1@miasto1.example.com"  # a form without the city
+# A form with a mistyped e-mail (the city, left out, is the contact's office: issue 13).
+INCOMPLETE = "osoba1@miasto1.example.com"
 QUESTION = "osoba4@miasto4.example.com"  # not understood: waits for review
 REQUEST = "osoba0@miasto0.example.com"  # not understood either
 WEB_NOW = "2020-10-29T09:00:00+01:00"  # the clerk looks after both replies came in
@@ -61,7 +62,8 @@ def real_run(root: Path, dovecot: Dovecot) -> Iterator[RealRun]:
         dovecot.append(user, reply(f"{ZOFIA[0]} <{ZOFIA[1]}>", form(name=ZOFIA[0], city="Kraków")),
                        ON_TIME)
         dovecot.append(user, reply(ADAM[1], form(name=ADAM[0], city="Wrocław")), BETWEEN)
-        dovecot.append(user, reply(INCOMPLETE, form(name="Ewa Lis", city="")), ON_TIME)
+        dovecot.append(user, reply(INCOMPLETE, form(name="Ewa Lis", city="",
+                                                      email="ewa.lis@gdansk")), ON_TIME)
         dovecot.append(user, reply(QUESTION, "Czy będzie nagranie warsztatu?\n",
                                    subject="Pytanie o nagranie"), ON_TIME)
         dovecot.append(user, reply(REQUEST, "Proszę o telefon w sprawie naboru.\n",

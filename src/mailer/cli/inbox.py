@@ -18,12 +18,14 @@ from mailer.campaign import CampaignSender, SendReport, plan
 from mailer.cli.app import EXIT_PENDING, App, parse_time
 from mailer.contacts import read_contacts
 from mailer.errors import MailerError
-from mailer.models import DeliveryKind
+from mailer.models import DELIVERIES, DeliveryKind
 from mailer.reading.decide import answer_allowed
+from mailer.reading.invited import ContactBook
 from mailer.reading.understand import answer_template, reading_json, understand
 from mailer.render import Renderer
 from mailer.settings import Settings
 from mailer.store import open_state
+from mailer.trust import FREE_MAIL
 from mailer.watcher import Watcher, WatchReport
 
 log = logging.getLogger("mailer")
@@ -43,8 +45,10 @@ def inspect(app: App, eml: Path, received: str | None, as_json: bool) -> None:
     settings = app.settings()
     when = parse_time(received, settings, "--received") if received else app.clock.now()
     own = settings.own_addresses
+    book = _contact_book(settings)
     reading = understand(read_message_file(eml), received=when, events=settings.events,
-                         own_addresses=own, authserv_id=settings.answers.trusted_authserv_id)
+                         own_addresses=own, authserv_id=settings.answers.trusted_authserv_id,
+                         invitee=book.match if book else None)
     answer = answer_template(reading)
     if answer and answer_allowed(sender=reading.sender, own_addresses=own,
                                  automated=bool(reading.automated), received=when,
@@ -66,6 +70,22 @@ def inspect(app: App, eml: Path, received: str | None, as_json: bool) -> None:
     if data["bounced"]:
         click.echo(f"bounced: {', '.join(data['bounced'])}")
     click.echo(f"answer: {data['answer'] or 'none'}")
+
+
+def _contact_book(settings: Settings) -> ContactBook | None:
+    """The invited contacts, as the watcher knows them: the campaign's lists and the
+    Message-IDs of the invitations sent (read-only; none when nothing was sent yet)."""
+    if not settings.campaign.recipients:
+        return None
+    try:
+        contacts = read_contacts(settings.campaign.recipients).contacts
+        with open_state(settings.storage, writer=False) as store:
+            sent = {d["message_id"]: d["contact"] for d in store.iter(DELIVERIES)
+                    if d.get("message_id") and d.get("contact")}
+    except MailerError as err:  # the message is still read, as one from a stranger
+        log.warning("contact list not used: %s", err)
+        return None
+    return ContactBook(contacts, sent, free_mail=FREE_MAIL)
 
 
 def read_message_file(eml: Path) -> bytes:

@@ -78,7 +78,8 @@ def make_workspace(source: Settings, root: Path, *, smtp_port: int, imap_port: i
     base = source.path.parent
     for path in (source.templates_dir, *source.campaign.recipients):
         try:
-            relative = path.resolve().relative_to(base.resolve())
+            # abspath, not resolve(): the checkout's templates/ is a symlink into the package
+            relative = Path(os.path.abspath(path)).relative_to(os.path.abspath(base))
         except ValueError as err:
             raise DemoError(f"{path}: the demo copies only files beside {source.path}") from err
         if path.is_dir():
@@ -274,11 +275,13 @@ class Demo:
                                              t.unsubscribe),
                      t.unsubscribe, f"{c.unsubscribe.city}: unsubscribe (Gmail's button)")
         self._two_people()
-        text = (f"Dzień dobry,\n\nzgłaszam udział.\n\n{write.form(c.incomplete, city='')}\n"
+        # The city, the name or the position the contact list would fill (issue 13): what is
+        # missing here is the choice of events, which only the official can make.
+        text = (f"Dzień dobry,\n\nzgłaszam udział.\n\n{write.form(c.incomplete, event='')}\n"
                 f"Z poważaniem\n{c.incomplete.name}")
         self.deliver(write.gmail_reply(c.incomplete, self.invitation(c.incomplete), text,
                                        t.incomplete),
-                     t.incomplete, f"{c.incomplete.city}: registration without the city")
+                     t.incomplete, f"{c.incomplete.city}: registration without the events")
         self.echo(f"    (and the invitation to {c.bounced.email} bounced during `send`: the dev "
                   "server returned a DSN to the envelope sender, the reply inbox, stamped with "
                   "today's real time as any server would)")
@@ -296,16 +299,16 @@ class Demo:
 
     def _correction(self) -> None:
         c, t = self.cast, self.times
-        self.echo(f"\n4. {c.incomplete.city} reads the answer asking for the city and replies "
+        self.echo(f"\n4. {c.incomplete.city} reads the answer asking for the events and replies "
                   f"in the thread; the watcher runs {_local(t.second_pass, self.settings)}")
         answers = [m for m in self.read_mail(c.incomplete) if m.message_id
                    and m.subject.lower().startswith("re:")]
         if not answers:
             raise DemoError(f"no answer reached {c.incomplete.email}")
         text = (f"Dzień dobry,\n\nprzepraszam, uzupełniam:\n\n"
-                f"Miasto / urząd: {c.incomplete.city}\n\nPozdrawiam\n{c.incomplete.name}")
+                f"Wydarzenie: oba\n\nPozdrawiam\n{c.incomplete.name}")
         self.deliver(write.thunderbird_reply(c.incomplete, answers[-1], text, t.correction),
-                     t.correction, f"{c.incomplete.city}: the missing city, in the thread")
+                     t.correction, f"{c.incomplete.city}: the missing events, in the thread")
 
     def _late_reply(self) -> None:
         c, t = self.cast, self.times

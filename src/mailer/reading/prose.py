@@ -96,6 +96,14 @@ def has_intent(sentence: str) -> bool:
     return any(not _NEGATED.search(folded[:m.start()]) for m in _INTENT.finditer(folded))
 
 
+def stated_intent(text: str) -> str | None:
+    """What an own text says the writer registers for, as an event value ("" when it names
+    no event), or None when no sentence of it says it registers anyone ("Zgłaszam się")."""
+    sentences = [s for p in _paragraphs(_lines(text)) for s in _sentences(" ".join(p))]
+    intents = [s for s in sentences if has_intent(s)]
+    return _event_text(*intents[:_INTENT_SENTENCES]) if intents else None
+
+
 def _event_text(*parts: str) -> str:
     """The parts as one event value: no separators, so words around the events are no
     "unknown event" (validate splits a form's value at them)."""

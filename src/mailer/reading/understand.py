@@ -17,9 +17,11 @@ from typing import Any
 from mailer.reading.classify import Classification, Kind, classify, is_automated
 from mailer.reading.decide import Answer, Decision, decide_registration
 from mailer.reading.headers import dmarc_failure, dmarc_pass, header_text, simple_address
-from mailer.reading.parse import Draft, read_message
-from mailer.reading.validate import Registrant, validate_draft
-from mailer.reasons import Reason
+from mailer.reading.invited import CONTACT, Invitee, fill_values
+from mailer.reading.parse import FORM, Draft, read_message
+from mailer.reading.prose import FIELDS, SENTENCE, stated_intent
+from mailer.reading.validate import Registrant, match_events, validate_draft
+from mailer.reasons import Code, Reason
 from mailer.settings import Event
 
 _MSGID = re.compile(r"<[^<>\s]+>")
@@ -200,19 +202,23 @@ def merge_values(previous: Mapping[str, str] | None, new: Mapping[str, str]) -> 
 
 
 PreviousLookup = Callable[[str, tuple[str, ...]], Mapping[str, str] | None]
+InviteeLookup = Callable[[str, tuple[str, ...]], Invitee | None]
+EARLIER = "earlier"  # Registrant.sources: a value of the earlier form this reply completed
 
 
 def understand(raw: bytes, *, received: datetime, events: Sequence[Event],
                own_addresses: Collection[str] = (),
-               previous: PreviousLookup | None = None, authserv_id: str = "") -> Reading:
+               previous: PreviousLookup | None = None, invitee: InviteeLookup | None = None,
+               authserv_id: str = "") -> Reading:
     """Read one message.
 
     `previous(sender, thread_ids)` returns an incomplete form from the same thread or sender
-    that this reply may complete (the caller looks it up in its state; this stays pure).
+    that this reply may complete; `invitee(sender, thread_ids)` the invited contact it comes
+    from (the caller looks both up in its state; this stays pure).
     """
     reading = read(raw, received=received, events=events, own_addresses=own_addresses,
                    authserv_id=authserv_id)
-    return complete(reading, previous, events)
+    return complete(complete_from_contact(reading, invitee, events), previous, events)
 
 
 def read(raw: bytes, *, received: datetime, events: Sequence[Event],
@@ -226,8 +232,13 @@ def read(raw: bytes, *, received: datetime, events: Sequence[Event],
     sender = sender_of(msg)
     reply, drafts = read_message(msg)
     automated = is_automated(msg)
+    # A signature alone is no written form: an out-of-office signed by its owner stays automatic.
+    written = any(d.source(k) != "signature" for d in drafts for k in d.values)
     classification = classify(msg, reply.own, has_form=bool(drafts),
-                              own_addresses=own_addresses, automated=automated)
+                              own_addresses=own_addresses, automated=automated,
+                              written_form=written, events=events,
+                              chosen_events=any(d.values.get("event") for d in drafts
+                                                if not d.from_quoted))
     base = Reading(
         key=message_key(raw), received=received, sender=sender,
         subject=header_text(msg, "Subject"), message_id=header_text(msg, "Message-ID").strip(),
@@ -238,7 +249,8 @@ def read(raw: bytes, *, received: datetime, events: Sequence[Event],
     )
     if classification.kind is not Kind.REGISTRATION:
         return base
-    return _registration(base, [dict(d.values) for d in drafts], events)
+    return _registration(base, [dict(d.values) for d in drafts], events,
+                         [d.sources for d in drafts])
 
 
 def complete(reading: Reading, previous: PreviousLookup | None,
@@ -250,13 +262,61 @@ def complete(reading: Reading, previous: PreviousLookup | None,
     earlier = previous(reading.sender, reading.refs)
     if not earlier:
         return reading
-    merged = merge_values(earlier, reading.drafts[0].values)
-    return replace(_registration(reading, [merged], events), merged_from=tuple(earlier))
+    draft = reading.drafts[0]
+    # What the writer wrote wins over the earlier form, the earlier form over the contact list.
+    listed = {k: v for k, v in draft.values.items() if draft.source(k) == CONTACT}
+    written = {k: v for k, v in draft.values.items() if draft.source(k) != CONTACT}
+    merged = merge_values(merge_values(listed, earlier), written)
+    sources = {k: draft.source(k) if draft.values.get(k) == v else EARLIER
+               for k, v in merged.items()}
+    return replace(_registration(reading, [merged], events, [sources]),
+                   merged_from=tuple(earlier))
+
+
+def complete_from_contact(reading: Reading, invitee: InviteeLookup | None,
+                          events: Sequence[Event]) -> Reading:
+    """A reply from an invited contact completed from the contact list, as a clerk would
+    (issue 13): what the reader found is kept, the name, position and city missing come from
+    the contact's row, the e-mail from the sender. A reply that only says it registers
+    ("Zgłaszam się na warsztat"), read as `other` for want of anyone named, becomes a
+    registration of the contact. Machine-made or forged mail is never completed."""
+    if invitee is None or reading.automated or reading.forged:
+        return reading
+    drafts = reading.drafts
+    if reading.kind is Kind.OTHER and reading.classification.reason.code is Code.NO_FORM:
+        said = stated_intent(reading.own_text)
+        if said is None:
+            return reading
+        drafts = (Draft(values={"event": said}, sources={"event": SENTENCE}),)
+    elif reading.kind is not Kind.REGISTRATION or not drafts:
+        return reading
+    contact = invitee(reading.sender, reading.refs)
+    if contact is None:
+        return reading
+    if len(drafts) == 1 and not drafts[0].values.get("event", "").strip() and (
+            said := stated_intent(reading.own_text)) and match_events(said, events)[0]:
+        # The form's event left out, the sentence names it: "Zgłaszam udział … w PIM."
+        drafts = (replace(drafts[0], values={**drafts[0].values, "event": said},
+                          sources={**drafts[0].sources, "event": SENTENCE}),)
+    filled = [fill_values(d.values, d.sources, contact, sender=reading.sender,
+                          identity=len(drafts) == 1) for d in drafts]
+    new = tuple(replace(d, values=v, sources=s)
+                for d, (v, s) in zip(drafts, filled, strict=True))
+    if new == reading.drafts:
+        return reading
+    if reading.kind is not Kind.REGISTRATION:
+        reading = replace(reading, classification=Classification(
+            Kind.REGISTRATION, Reason.of(Code.CONTACT_INTENT, by=contact.by)))
+    return _registration(replace(reading, drafts=new), [v for v, _ in filled], events,
+                         [s for _, s in filled])
 
 
 def _registration(reading: Reading, values: Sequence[Mapping[str, str]],
-                  events: Sequence[Event]) -> Reading:
-    registrants = tuple(validate_draft(v, sender=reading.sender, events=events) for v in values)
+                  events: Sequence[Event], sources: Sequence[Mapping[str, str]]) -> Reading:
+    registrants = tuple(
+        replace(validate_draft(v, sender=reading.sender, events=events),
+                sources=tuple((k, s.get(k, FORM)) for k in FIELDS if v.get(k, "").strip()))
+        for v, s in zip(values, sources, strict=True))
     decision = decide_registration(registrants, reading.received, events)
     return replace(reading, registrants=registrants, decision=decision)
 
@@ -279,6 +339,7 @@ def registrant_json(registrant: Registrant, statuses: Mapping[str, Any]) -> dict
         "email": registrant.email, "phone": registrant.phone,
         "events": {event_id: str(statuses.get(event_id, "incomplete"))
                    for event_id in registrant.events},
+        "sources": dict(registrant.sources),  # field → where its value came from (issue 13)
     }
 
 
@@ -296,6 +357,8 @@ def reading_json(reading: Reading, answer: Answer | None) -> dict[str, Any]:
                                                                strict=True)],
         "errors": errors,
         "bounced": list(reading.classification.bounced),
+        # The events a cancellation withdraws from (issue 13: one of two, or all).
+        "cancelled": list(reading.classification.cancelled),
         "answer": str(answer) if answer else None,
     }
 
@@ -310,5 +373,6 @@ def stored_reading(reading: Reading) -> bytes:
     return json.dumps({
         "own": reading.own_text[:STORED_TEXT], "quoted": reading.quoted_text[:STORED_TEXT],
         "drafts": [dict(d.values) for d in reading.drafts[:STORED_DRAFTS]],
+        "sources": [{k: d.source(k) for k in d.values} for d in reading.drafts[:STORED_DRAFTS]],
         "forms": len(reading.drafts), "from_quoted": any(d.from_quoted for d in reading.drafts),
     }, ensure_ascii=False).encode()

@@ -63,6 +63,10 @@ DELIVERY_PL: dict[str, str] = {  # deliveries and answers
     AnswerStatus.HELD: "wstrzymana do przejrzenia"}
 FIELD_PL = {"event": "Wydarzenie", "name": "Imię i nazwisko", "position": "Stanowisko",
             "city": "Miasto / urząd", "email": "E-mail", "phone": "Telefon"}
+# Where a value came from (Draft.sources, Registrant.sources; issue 13).
+SOURCE_PL = {"form": "z formularza", "sentence": "ze zdania", "list": "z listy",
+             "line": "z jednej linii", "signature": "z podpisu", "contact": "z listy kontaktów",
+             "earlier": "z wcześniejszej wiadomości"}
 CITY_COLUMNS = {"city": "Miasto", "contacts": "Kontakty", "status": "Status",
                 "registered": "Osoby", "notes": "Uwagi"}
 
@@ -203,6 +207,7 @@ class MessageView:
     from_quoted: bool = False
     missing: str = ""  # why there is no text to show
     drafts: list[dict[str, str]] = field(default_factory=list)
+    sources: list[dict[str, str]] = field(default_factory=list)  # per draft: field → rule
     registrants: list[Any] = field(default_factory=list)
 
 
@@ -250,6 +255,7 @@ def message_view(doc: Doc, settings: Settings) -> MessageView:
     if doc.get("headers_only"):
         view.missing = "Wiadomość zbyt duża: zachowano tylko nagłówki."
     view.drafts = stored["drafts"]
+    view.sources = stored["sources"]
     view.from_quoted = stored["from_quoted"]
     sender = str(doc.get("sender") or "")
     view.registrants = [validate_draft(values, sender=sender, events=settings.events)
@@ -268,8 +274,11 @@ def _stored_reading(file: Path) -> dict[str, Any] | None:
     try:
         data = json.loads(file.read_bytes())
         drafts = [{str(k): str(v) for k, v in d.items()} for d in data["drafts"]]
+        # A reading stored before issue 13 has no sources: its values came from the form.
+        sources = [{str(k): str(v) for k, v in d.items()} for d in data.get("sources", [])]
+        sources += [{} for _ in drafts[len(sources):]]
         return {"own": str(data["own"]), "quoted": str(data["quoted"]), "drafts": drafts,
-                "from_quoted": bool(data["from_quoted"])}
+                "sources": sources, "from_quoted": bool(data["from_quoted"])}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
