@@ -43,6 +43,7 @@ class Received:
     mail_from: str
     rcpt_tos: list[str]
     data: bytes
+    peer: Any = None  # the client's (host, port): one per SMTP session
 
     @property
     def message(self) -> EmailMessage:
@@ -89,7 +90,7 @@ class SmtpSink:
             if reply:
                 return reply
             self.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos),
-                                          bytes(envelope.original_content)))
+                                          bytes(envelope.original_content), session.peer))
         return "250 2.0.0 queued"
 
     def recipients(self) -> list[str]:

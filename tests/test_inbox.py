@@ -206,12 +206,36 @@ async def test_cancellation_cancels_the_registration(inbox_ws: Any) -> None:
     """'Rezygnuję z udziału' after a registration cancels it and answers."""
     ws, _sink, server, user = inbox_ws
     server.append(user, reply("f@olsztyn.example.com", form(city="Olsztyn")), ON_TIME)
-    server.append(user, reply("f@olsztyn.example.com", "Rezygnuję z udziału w warsztacie.\n"),
+    server.append(user, reply("f@olsztyn.example.com", "Rezygnuję z udziału.\n"),
                   ON_TIME + timedelta(days=1))
     await watch_once(ws)
     [registration] = table(ws, REGISTRATIONS)
     assert registration["status"] == "cancelled"
     assert sorted(a["template"] for a in table(ws, ANSWERS)) == ["cancelled", "confirmation"]
+
+
+async def test_cancelling_one_event_keeps_the_other(inbox_ws: Any) -> None:
+    """'Rezygnuję z warsztatu, ale PIM proszę zostawić' (issue 13): only the workshop is
+    cancelled, the registration stays complete for PIM, and the answer names the workshop."""
+    ws, sink, server, user = inbox_ws
+    sender = "h@torun.example.com"
+    server.append(user, reply(sender, form(city="Toruń")), ON_TIME)
+    server.append(user, reply(sender, "Dzień dobry,\nrezygnuję z warsztatu, ale PIM proszę "
+                              "zostawić.\n\nPozdrawiam\nHanna Nowak\n"),
+                  ON_TIME + timedelta(days=1))
+    await watch_once(ws)
+    [registration] = table(ws, REGISTRATIONS)
+    assert registration["status"] == "complete"
+    assert registration["events"] == {"pim": "confirmed"}
+    assert registration["history"][-1]["events"] == {"smart-city": "confirmed",
+                                                    "pim": "confirmed"}
+    cancelled = next(i for i in table(ws, INBOUND) if i["kind"] == "cancellation")
+    assert cancelled["effects"]["cancelled"] == ["smart-city"]
+    texts = [m.get_body(preferencelist=("plain",)).get_content()  # type: ignore[union-attr]
+             for m in answers_to(sink, sender)]
+    [text] = [t for t in texts if "potwierdzamy odwołanie" in t]
+    named = text.split("potwierdzamy odwołanie", 1)[1].split("Jeżeli", 1)[0]
+    assert "Smart City" in named and "Partnerska" not in named
 
 
 async def test_auto_reply_is_stored_not_answered(inbox_ws: Any) -> None:
@@ -556,3 +580,19 @@ async def test_two_instances_answering_each_other_stop(inbox_ws: Any) -> None:
                      headers=headers)
         server.append(user, echo, ON_TIME + timedelta(minutes=round_ + 1))
     assert 1 <= len(answers_to(sink, "robot@other.example.com")) <= 5
+
+
+async def test_answers_go_out_over_several_sessions_each_once(inbox_ws: Any) -> None:
+    """24 answers due: the outbox opens up to `[smtp] connections` (2) sessions and shares the
+    answers between them (issue 17); each person gets exactly one answer, and a second pass
+    sends nothing."""
+    ws, sink, server, user = inbox_ws
+    senders = [f"osoba{n}@gmina{n}.example.com" for n in range(24)]
+    for n, sender in enumerate(senders):
+        server.append(user, reply(sender, form(name=f"Osoba Numer{chr(97 + n)}", city="Gdynia",
+                                               email=sender)), ON_TIME)
+    report = await watch_once(ws)
+    assert report.answers_sent == 24
+    assert sorted(r for m in sink.messages for r in m.rcpt_tos) == sorted(senders)
+    assert len({m.peer for m in sink.messages}) == 2
+    assert (await watch_once(ws)).answers_sent == 0 and len(sink.messages) == 24

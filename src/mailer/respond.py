@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import re
@@ -18,7 +19,7 @@ from mailer.reading.understand import Reading, reply_subject
 from mailer.reasons import Code, Reason
 from mailer.render import OutgoingMessage, Renderer
 from mailer.settings import Event, Settings
-from mailer.smtp_client import Outcome, SmtpSession
+from mailer.smtp_client import Outcome, RateLimiter, SmtpSession
 from mailer.store import Doc, Store
 
 log = logging.getLogger(__name__)
@@ -144,46 +145,113 @@ def build_answer(renderer: Renderer, settings: Settings, doc: Doc) -> OutgoingMe
 
 async def flush_outbox(store: Store, renderer: Renderer, settings: Settings,
                        session: SmtpSession, *, now: Callable[[], datetime],
-                       audit: AuditLog | None = None) -> tuple[int, int]:
+                       audit: AuditLog | None = None,
+                       connect: Callable[[], SmtpSession] | None = None) -> tuple[int, int]:
     """Send the pending answers the hourly cap allows; returns (sent, still pending).
+
+    As the campaign sends (issue 17): over up to `[smtp] connections` sessions in parallel,
+    `session` (kept by the caller, reused from pass to pass) and more made by `connect` (by
+    default from the settings) for this pass only, when there are enough answers to share;
+    each mark is journalled by `store.put`, so the marks of the sessions share an fsync.
 
     Never raises for SMTP trouble. What the cap holds back stays pending for a later pass.
     """
-    sent = pending = 0
     waiting, allowance = _due(store, settings, now())
-    for position, doc in enumerate(waiting):
-        if sent >= allowance:
-            pending = len(waiting) - position
-            log.warning("hourly cap of %d answers reached (answers.max_per_hour): %d wait "
-                        "for a later hour", settings.answers.max_per_hour, pending)
-            break
+    due = waiting[:allowance]
+    capped = len(waiting) - len(due)
+    if capped:
+        log.warning("hourly cap of %d answers reached (answers.max_per_hour): %d wait "
+                    "for a later hour", settings.answers.max_per_hour, capped)
+    if not due:
+        return 0, capped
+    flush = _Flush(store, renderer, settings, due, now=now, audit=audit)
+    width = min(settings.smtp.connections, -(-len(due) // ANSWERS_PER_SESSION))
+    make = connect or (lambda: SmtpSession.from_settings(settings))
+    extra = [make() for _ in range(width - 1)]
+    try:
+        await flush.run([session, *extra])
+    finally:
+        await asyncio.gather(*(s.close() for s in extra), return_exceptions=True)
+    return flush.sent, capped + flush.pending
+
+
+# An extra session is opened for every so many answers due: one answer is not worth a
+# connection, a backlog after an outage is (issue 17).
+ANSWERS_PER_SESSION = 8
+
+
+class _Flush:
+    """One pass over the due answers, shared by the sessions: each takes the oldest not yet
+    taken. A temporary refusal stops every session from taking more (the server is unwell:
+    the rest waits for the next pass, in order); a MailerError (the configuration or the
+    state) stops them too and is raised once the answers in flight are recorded."""
+
+    def __init__(self, store: Store, renderer: Renderer, settings: Settings, due: list[Doc],
+                 *, now: Callable[[], datetime], audit: AuditLog | None) -> None:
+        self.store = store
+        self.renderer = renderer
+        self.settings = settings
+        self.due = due
+        self.now = now
+        self.audit = audit
+        self.taken = 0
+        self.sent = 0
+        self.deferred = 0  # temporarily refused in this pass
+        self.stopped = False
+        self.error: BaseException | None = None
+        self._limiter = RateLimiter(settings.smtp.rate_per_minute)
+
+    @property
+    def pending(self) -> int:
+        """The temporarily refused and every one not tried."""
+        return self.deferred + len(self.due) - self.taken
+
+    async def run(self, sessions: Sequence[SmtpSession]) -> None:
+        await asyncio.gather(*(self._work(s) for s in sessions))
+        if self.error is not None:
+            raise self.error
+
+    async def _work(self, session: SmtpSession) -> None:
+        while not self.stopped and self.taken < len(self.due):
+            doc = self.due[self.taken]
+            self.taken += 1
+            try:
+                await self._send(session, doc)
+            except MailerError as err:  # the configuration or the state, not this answer
+                self.stopped = True
+                self.deferred += 1  # it stays pending: nothing was recorded of it
+                self.error = self.error or err
+                return
+
+    async def _send(self, session: SmtpSession, doc: Doc) -> None:
         try:
-            message = build_answer(renderer, settings, doc)
+            message = build_answer(self.renderer, self.settings, doc)
+            await self._limiter.wait()
             attempt = await session.send(message.to, message.data)
         except MailerError:
-            raise  # the configuration or the state, not this answer: stop and say so
+            raise
         except Exception as err:  # this answer alone: marked failed, the outbox goes on
-            await _give_up(store, doc, err, now=now, audit=audit)
-            continue
+            await _give_up(self.store, doc, err, now=self.now, audit=self.audit)
+            return
         update = {**doc, "attempts": doc["attempts"] + 1, "code": attempt.code,
                   "reply": attempt.text}
         if attempt.outcome is Outcome.SENT:
-            update.update(status=AnswerStatus.SENT, sent=now().isoformat())
-            sent += 1
+            update.update(status=AnswerStatus.SENT, sent=self.now().isoformat())
+            self.sent += 1
         elif attempt.outcome is Outcome.PERMANENT:
             update["status"] = AnswerStatus.FAILED
-        else:
-            pending = len(waiting) - position  # this one and every one not tried yet
+        else:  # temporary or quota: the server is unwell, try again on the next pass
+            self.stopped = True
+            self.deferred += 1
             log.info("answer to message %s waits (%s %s); %d answers wait", doc["key"][:12],
-                     attempt.code or "", attempt.text, pending)
-            await store.put(ANSWERS, doc["key"], update)
-            break  # the server is unwell: try again on the next round
+                     attempt.code or "", attempt.text, self.pending)
+            await self.store.put(ANSWERS, doc["key"], update)
+            return
         # Journalled with the answer's new status, then logged (issue 12).
-        await store.put(ANSWERS, doc["key"], update, audit=_entry(
-            audit, now(), doc, status=update["status"], code=attempt.code))
+        await self.store.put(ANSWERS, doc["key"], update, audit=_entry(
+            self.audit, self.now(), doc, status=update["status"], code=attempt.code))
         log.info("answer %s to message %s: %s", doc["template"], doc["key"][:12],
                  update["status"])
-    return sent, pending
 
 
 def _due(store: Store, settings: Settings, now: datetime) -> tuple[list[Doc], int]:

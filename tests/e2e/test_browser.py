@@ -19,6 +19,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from tests.conftest import Workspace
 from tests.dovecot import Dovecot
 from tests.e2e.realrun import QUESTION, WEB_NOW, ZOFIA, real_run
+from tests.system import missing
 
 CHROMIUM = Path(os.environ.get("MAILER_CHROMIUM", "/usr/bin/chromium"))
 OUTPUT = Path(__file__).resolve().parent / "output"
@@ -53,7 +54,7 @@ def served(tmp_path: Path, dovecot_server: Dovecot) -> Iterator[tuple[Workspace,
 def browser() -> Iterator[Browser]:
     """Headless chromium from Debian (never a downloaded browser build); missing is a failure."""
     if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does)")
+        pytest.fail(missing(f"{CHROMIUM} is missing (Debian: chromium; or MAILER_CHROMIUM=path)"))
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
                                               args=ARGS)

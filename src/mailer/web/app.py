@@ -17,11 +17,11 @@ import secrets
 import socket
 import threading
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlencode, urlsplit
 
 import jinja2
@@ -40,7 +40,9 @@ from mailer.errors import MailerError, UsageError
 from mailer.render import Renderer
 from mailer.settings import Settings
 from mailer.staff import review_queue
+from mailer.store import Store
 from mailer.web.actions import action_routes, same_origin
+from mailer.web.memo import PerState
 from mailer.web.pages import page_routes
 from mailer.web.views import (
     ANSWER_PL,
@@ -48,6 +50,7 @@ from mailer.web.views import (
     DELIVERY_PL,
     FIELD_PL,
     KIND_PL,
+    SOURCE_PL,
     STANDING_PL,
     STATUS_PL,
     StateCache,
@@ -55,6 +58,7 @@ from mailer.web.views import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MAX_SESSIONS = 64  # browsers signed in at once; the oldest is signed out beyond that
 SECURITY_HEADERS = {
@@ -139,6 +143,7 @@ class WebApp:
         self.cookie = f"mailer_session_{port}"  # cookies ignore ports: one per server
         self.sessions = Sessions()
         self.state = StateCache(settings.storage)
+        self.memo = PerState()  # what pages computed, until the state changes (issue 17)
         self.renderer = Renderer(settings, now=clock.now())
         self._contacts: tuple[tuple[Any, ...], list[Contact]] = ((), [])
         self._contacts_lock = threading.Lock()
@@ -150,6 +155,7 @@ class WebApp:
             standing=lambda v: polish(STANDING_PL, v), status=lambda v: polish(STATUS_PL, v),
             kind=lambda v: polish(KIND_PL, v), answer=lambda v: polish(ANSWER_PL, v),
             delivery=lambda v: polish(DELIVERY_PL, v), field=lambda v: polish(FIELD_PL, v),
+            source=lambda v: polish(SOURCE_PL, v),
             review=reasons.polish, reason=reasons.polish, when=self.local_time)
         self.templates.globals["query"] = lambda **kw: urlencode(
             {k: v for k, v in kw.items() if v not in (None, "")})
@@ -171,13 +177,22 @@ class WebApp:
                 self._contacts = (signature, list(read_contacts(paths).contacts))
             return self._contacts[1]
 
+    def cached(self, key: Hashable, compute: Callable[[Store], T]) -> T:
+        """`compute(store)` for the current state, computed once per change of the state."""
+        store = self.state.store()
+        return self.memo.get(store, key, lambda: compute(store))
+
+    def review_queue(self, store: Store) -> list[Any]:
+        """`staff.review_queue`, once per change of the state (every page shows its length)."""
+        return self.memo.get(store, ("review",), lambda: review_queue(store))
+
     def render(self, request: Request, template: str, *, status: int = 200,
                **context: Any) -> HTMLResponse:
         """A page in the common layout (navigation, notices, the logout form)."""
         store = self.state.store()
         html = self.templates.get_template(template).render(
             campaign=self.settings.campaign.name, csrf=getattr(request.state, "csrf", ""),
-            path=request.url.path, waiting=len(review_queue(store)),
+            path=request.url.path, waiting=len(self.review_queue(store)),
             rehearsal=self.clock.rehearsal, now=self.local_time(self.clock.now().isoformat()),
             **context)
         return HTMLResponse(html, status_code=status)

@@ -16,7 +16,7 @@ from mailer.export import record_export, to_csv, to_xlsx
 from mailer.models import CURRENT_STATUSES, INBOUND, Resolution, message_path
 from mailer.reading.validate import Problem
 from mailer.settings import Event
-from mailer.staff import held_answer, person, review_queue
+from mailer.staff import held_answer, person
 from mailer.web.views import (
     CITY_COLUMNS,
     CITY_STATUS_PL,
@@ -69,7 +69,9 @@ class Pages:
 
     def dashboard(self, request: Request) -> Response:
         web = self.web
-        data = dashboard(web.state.store(), web.settings, web.contacts())
+        contacts = web.contacts()
+        data = web.cached(("dashboard", id(contacts)),
+                          lambda store: dashboard(store, web.settings, contacts))
         return web.render(request, "dashboard.html.j2", title="Panel", data=data,
                           notice=self._notice(request))
 
@@ -79,9 +81,10 @@ class Pages:
                   "dir": _param(request, "dir", ("asc", "desc")),
                   "status": _param(request, "status", CITY_STATUS_PL),
                   "q": _param(request, "q")}
-        rows = cities(web.state.store(), web.contacts(), self.event_ids, sort=params["sort"],
-                      descending=params["dir"] == "desc", status=params["status"],
-                      query=params["q"])
+        contacts = web.contacts()
+        rows = web.cached(("cities", id(contacts), *params.values()), lambda store: cities(
+            store, contacts, self.event_ids, sort=params["sort"],
+            descending=params["dir"] == "desc", status=params["status"], query=params["q"]))
         columns = list(CITY_COLUMNS.items())
         headers = [*columns[:4], *((e, e) for e in self.event_ids), columns[4]]
         return web.render(request, "cities.html.j2", title="Miasta", rows=rows,
@@ -92,8 +95,9 @@ class Pages:
         params = {"event": _param(request, "event", self.event_ids),
                   "status": _param(request, "status", CURRENT_STATUSES),
                   "q": _param(request, "q")}
-        records = registrations(self.web.state.store(), event=params["event"],
-                                status=params["status"], query=params["q"])
+        records = self.web.cached(("registrations", *params.values()), lambda store: (
+            registrations(store, event=params["event"], status=params["status"],
+                          query=params["q"])))
         return params, records
 
     def _events(self, chosen: str) -> list[Event]:
@@ -143,6 +147,8 @@ class Pages:
         address = _param(request, "address")
         if not address:
             return web.render(request, "person_search.html.j2", title="Osoba")
+        # Not kept between requests: it reads the stored readings beside the .eml files,
+        # which the state's signature does not cover.
         view = person_view(web.state.store(), web.settings, web.renderer, address)
         found = view.found
         if not (found.registrations or found.inbound or found.answers or found.deliveries):
@@ -169,7 +175,7 @@ class Pages:
                         headers={"Content-Disposition": f'attachment; filename="{key}.eml"'})
 
     def review(self, request: Request) -> Response:
-        queue = review_queue(self.web.state.store())
+        queue = self.web.review_queue(self.web.state.store())
         return self.web.render(request, "review.html.j2", title="Do przejrzenia",
                                queue=queue, notice=self._notice(request))
 
