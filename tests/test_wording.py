@@ -159,3 +159,13 @@ def test_erasure_request_unsubscribes_and_goes_to_review() -> None:
     assert reading.classification.reason.code is Code.ERASURE_PHRASE
     review = review_reason(reading, headers_only=False, backlog=False, effects={}, held=None)
     assert review is not None and review.code is Code.ERASURE_REQUEST
+
+
+def test_a_question_saying_why_is_no_cancellation() -> None:
+    """Not coming, said beside a question, is the reason for asking, not a withdrawal; an
+    explicit withdrawal beside a question still is one."""
+    asking = "Czy warsztat będzie nagrywany? Nie mogę być obecny na żywo."
+    assert read_wording("Re: Zaproszenie", asking) is None
+    withdrawing = "Rezygnuję z udziału w warsztacie. Czy prezentacja będzie dostępna?"
+    found = read_wording("Re: Zaproszenie", withdrawing)
+    assert found is not None and found.intent is Intent.CANCELLATION

@@ -342,6 +342,10 @@ def read_wording(subject: str, own_text: str, *, aliases: Iterable[str] = ()) ->
     if cancels:
         clauses = tuple(text.folded[slice(*text.clause(m.start(), m.end()))] for m in cancels)
         declined = all(m.group().startswith(_DECLINING) for m in cancels)
+        if declined and "?" in text.folded:
+            # "Czy warsztat będzie nagrywany? Nie mogę być obecny na żywo.": a question, with
+            # why it is asked; no one withdrew anything. A human answers it (review).
+            return None
         return Found(Intent.CANCELLATION, _tidy(cancels[0].group()), clauses, declined)
     return None
 
