@@ -56,7 +56,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -70,7 +69,7 @@ from pathlib import Path
 from typing import Any
 
 from aiosmtpd.controller import Controller
-from common import free_port  # bench/ is the script folder
+from common import free_port, in_scratch_folder  # bench/ is the script folder
 
 from mailer.audit import AuditLog
 from mailer.models import ANSWERS, DELIVERIES, INBOUND, REGISTRATIONS
@@ -718,14 +717,7 @@ def main() -> int:
     if not shutil.which("dovecot"):
         print("dovecot is not installed (apt-get install dovecot-imapd)", file=sys.stderr)
         return 2
-    root = Path(tempfile.mkdtemp(prefix="mailer-chaos-"))
-    try:
-        return campaign(args, root)
-    finally:
-        if args.keep:
-            print(f"kept {root}")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
+    return in_scratch_folder("mailer-chaos-", args.keep, lambda root: campaign(args, root))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -282,3 +282,20 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=child_sink.__doc__)
     parser.add_argument("--port", type=int, required=True)
     child_sink(parser.parse_args().port)
+
+
+def in_scratch_folder(prefix: str, keep: bool, work: Callable[[Path], int | bool]) -> int:
+    """Run `work` in a fresh temporary folder, removed after unless `keep`: its exit code (True
+    is 0, False 1), or 2 with the message of a BenchError."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        outcome = work(root)
+        return outcome if not isinstance(outcome, bool) else 0 if outcome else 1
+    except BenchError as err:
+        print(f"benchmark error: {err}", file=sys.stderr)
+        return 2
+    finally:
+        if keep:
+            print(f"kept {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)

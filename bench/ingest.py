@@ -65,7 +65,6 @@ import re
 import shutil
 import socket
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -86,6 +85,7 @@ from common import (  # bench/ is the script folder, so its modules import direc
     child_failed,
     choose_sink,
     free_port,
+    in_scratch_folder,
     rewrite_toml,
     run_child,
     slug,
@@ -1136,17 +1136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.child == "baseline":
         child_baseline(args.port, args.user)
         return 0
-    root = Path(tempfile.mkdtemp(prefix="mailer-ingest-"))
-    try:
-        return 0 if run(args, root) else 1
-    except BenchError as err:
-        print(f"benchmark error: {err}", file=sys.stderr)
-        return 2
-    finally:
-        if args.keep:
-            print(f"kept {root}")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
+    return in_scratch_folder("mailer-ingest-", args.keep, lambda root: run(args, root))
 
 
 if __name__ == "__main__":

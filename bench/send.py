@@ -47,7 +47,6 @@ import random
 import re
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -69,6 +68,7 @@ from common import (  # bench/ is the script folder, so its modules import direc
     child_failed,
     choose_sink,
     free_port,
+    in_scratch_folder,
     rewrite_toml,
     run_child,
     slug,
@@ -714,17 +714,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.child:
         child_measure(args.child, args.config)
         return 0
-    root = Path(tempfile.mkdtemp(prefix="mailer-bench-"))
-    try:
-        return 0 if run(args, root) else 1
-    except BenchError as err:
-        print(f"benchmark error: {err}", file=sys.stderr)
-        return 2
-    finally:
-        if args.keep:
-            print(f"kept {root}")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
+    return in_scratch_folder("mailer-bench-", args.keep, lambda root: run(args, root))
 
 
 if __name__ == "__main__":

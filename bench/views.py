@@ -29,17 +29,23 @@ import argparse
 import json
 import os
 import resource
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from common import REPO, BenchError, ChildResult, child_failed, free_port, run_child, verdict
+from common import (
+    REPO,
+    ChildResult,
+    child_failed,
+    free_port,
+    in_scratch_folder,
+    run_child,
+    verdict,
+)
 from ingest import NOW, make_workspace, prepopulate
 from starlette.testclient import TestClient
 
@@ -175,26 +181,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.child == "web":
         child_web(args.config, args.address, args.repeat)
         return 0
-    root = Path(tempfile.mkdtemp(prefix="mailer-views-"))
-    try:
-        config = make_workspace(root / "campaign", imap_port=free_port(), user="bench",
-                                smtp_port=free_port())
-        start = time.perf_counter()
-        prepopulate(config, args.k, seed=args.seed, pointer=None)
-        print(f"filled a state with {args.k:,} registrations in "
-              f"{time.perf_counter() - start:.1f} s ({root})", flush=True)
-        address = some_address(config)
-        web = measure_web(config, address, args.repeat)
-        cli = measure_cli(config, address, args.repeat)
-        return 0 if report(args.k, web, cli) else 1
-    except BenchError as err:
-        print(f"benchmark error: {err}", file=sys.stderr)
-        return 2
-    finally:
-        if args.keep:
-            print(f"kept {root}")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
+    return in_scratch_folder("mailer-views-", args.keep, lambda root: measure(args, root))
+
+
+def measure(args: argparse.Namespace, root: Path) -> bool:
+    """Fill a state in `root`, then time the web pages and the commands on it."""
+    config = make_workspace(root / "campaign", imap_port=free_port(), user="bench",
+                            smtp_port=free_port())
+    start = time.perf_counter()
+    prepopulate(config, args.k, seed=args.seed, pointer=None)
+    print(f"filled a state with {args.k:,} registrations in "
+          f"{time.perf_counter() - start:.1f} s ({root})", flush=True)
+    address = some_address(config)
+    web = measure_web(config, address, args.repeat)
+    cli = measure_cli(config, address, args.repeat)
+    return report(args.k, web, cli)
 
 
 if __name__ == "__main__":
