@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mailer.contacts import Contact, ContactList, normalize_key, read_contacts
+from mailer.contacts import Contact, ContactList, normalize_key, read_contacts, template_fields
 from mailer.errors import ConfigError
 
 POLISH = "email;imie;nazwisko;stanowisko;miasto\r\n"
@@ -250,3 +250,18 @@ def test_many_contacts_with_duplicates(tmp_path: Path) -> None:
     assert len(result.contacts) == 40_000
     assert len(result.duplicates) == 10_000
     assert result.duplicates[-1].source == f"{path}:50001"
+
+
+def test_headers_as_polish_excel_writes_them_fill_the_templates(tmp_path: Path) -> None:
+    """A list headed `Imię;Nazwisko;E-mail` gives the templates what `imie;nazwisko;email` does
+    (issue 16): each column also under its name without diacritics; the name as written stays."""
+    typed = write(tmp_path, "typed.csv", "Imię;Nazwisko;E-mail;Województwo\r\n"
+                  "Anna;Wiśniewska;anna@gmina.example.pl;pomorskie\r\n", "cp1250")
+    plain = write(tmp_path, "plain.csv", "imie;nazwisko;email;wojewodztwo\r\n"
+                  "Anna;Wiśniewska;anna@gmina.example.pl;pomorskie\r\n", "cp1250")
+    [from_typed] = read_contacts([typed]).contacts
+    [from_plain] = read_contacts([plain]).contacts
+    shown = template_fields(from_typed.fields)
+    assert {k: shown[k] for k in ("imie", "nazwisko", "email", "wojewodztwo")} == \
+        dict(from_plain.fields)
+    assert shown["imię"] == "Anna" and shown["województwo"] == "pomorskie"

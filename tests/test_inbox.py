@@ -337,6 +337,17 @@ async def test_backlog_before_the_first_start_is_not_answered(inbox_ws: Any) -> 
     assert sink.messages == [] and table(ws, REGISTRATIONS) == []
 
 
+async def test_a_reply_in_the_same_second_as_the_start_is_not_backlog(inbox_ws: Any) -> None:
+    """The watermark is compared at the server's precision: INTERNALDATE has whole seconds, so
+    a reply stamped in the second the watcher first started (at .7 s) is answered (issue 16)."""
+    ws, sink, server, user = inbox_ws
+    server.append(user, reply("s@gdynia.example.com", form()), START)
+    await watch_once(ws, now=START + timedelta(microseconds=700_000))
+    [inbound] = table(ws, INBOUND)
+    assert inbound["backlog"] is False and inbound["review"] is None
+    assert len(answers_to(sink, "s@gdynia.example.com")) == 1
+
+
 async def test_daily_answer_limit(inbox_ws: Any, make_workspace: Any,
                                   smtp_sink: tuple[SmtpSink, int]) -> None:
     """More messages than max_per_sender_per_day from one address get at most that many answers."""

@@ -14,11 +14,13 @@ from typing import TYPE_CHECKING
 from email_validator import EmailNotValidError, validate_email
 
 from mailer.errors import ConfigError
+from mailer.reading.textfold import strip_marks
 
 if TYPE_CHECKING:
     from _csv import Reader
 
-__all__ = ["Contact", "ContactList", "Problem", "normalize_key", "read_contacts"]
+__all__ = ["Contact", "ContactList", "Problem", "normalize_key", "read_contacts",
+           "template_fields"]
 
 logger = logging.getLogger(__name__)
 
@@ -240,6 +242,16 @@ def _parse_row(table: _Table, source: str, row: list[str]) -> Contact | Problem:
     }
     fields["email"] = email
     return Contact(email=email, key=email.casefold(), fields=fields, source=source)
+
+
+def template_fields(fields: Mapping[str, str]) -> dict[str, str]:
+    """A contact's columns as the templates see them: each also under its name without
+    diacritics, so a list headed "Imię" (as Polish Excel writes it) fills `recipient.imie`
+    (issue 16); the name as written stays, for templates written with it."""
+    seen = dict(fields)
+    for name, value in fields.items():
+        seen.setdefault("".join(strip_marks(char) for char in name), value)
+    return seen
 
 
 def _is_blank(cells: Sequence[str]) -> bool:

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 import jinja2
 from babel.dates import format_date, format_time
 
-from mailer.contacts import Contact
+from mailer.contacts import Contact, template_fields
 from mailer.errors import ConfigError
 from mailer.models import DeliveryKind
 from mailer.settings import Settings
@@ -322,11 +322,12 @@ class Renderer:
                    extra: Mapping[str, Any] | None = None) -> OutgoingMessage:
         """The personalised invitation (or reminder) for one contact."""
         name = template or self.settings.campaign.template
-        context = {**self.base_context, "recipient": dict(contact.fields), **(extra or {})}
+        fields = template_fields(contact.fields)
+        context = {**self.base_context, "recipient": fields, **(extra or {})}
         return self.compose(
             self.templates(name),
             to_addr=contact.email,
-            to_name=display_name(contact.fields),
+            to_name=display_name(fields),
             context=context,
             message_id=message_id or self.message_id(kind, contact.key),
             where=f"{contact.source} ({name})",

@@ -112,16 +112,18 @@ class Watcher:
                                           authserv_id=settings.answers.trusted_authserv_id)
 
     def _watermark(self) -> datetime:
-        """Nothing received before the first send (or the first start) is answered."""
+        """Nothing received before the first send (or the first start) is answered. At the
+        server's precision: INTERNALDATE has whole seconds, so a reply in the same second as
+        the first send is not taken for backlog (issue 16)."""
         sent = [d["at"] for d in self.store.iter(DELIVERIES)
                 if d.get("kind") == DeliveryKind.INVITATION and d.get("status") == Status.SENT]
         if sent:
-            return datetime.fromisoformat(min(sent))
+            return datetime.fromisoformat(min(sent)).replace(microsecond=0)
         first = self.store.get(META, "watcher_first_start")
         if first is None:
             first = {"at": self.clock.now().isoformat()}
             self.store.put_now(META, "watcher_first_start", first)
-        return datetime.fromisoformat(first["at"])
+        return datetime.fromisoformat(first["at"]).replace(microsecond=0)
 
     # -- the pass ----------------------------------------------------------------------------
 
