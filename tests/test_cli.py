@@ -67,6 +67,26 @@ def test_undefined_column_names_contact_and_template(make_workspace: Any) -> Non
     assert "list.csv:2" in result.stderr and "telefon" in result.stderr
 
 
+@pytest.mark.parametrize("answer", ["confirmation", "incomplete", "cancelled"])
+def test_check_renders_every_answer_template(make_workspace: Any, answer: str) -> None:
+    """A missing answer template fails `check` naming the file (it used to pass, and `watch`
+    stopped after registering everyone); a typo in one names its file and the variable."""
+    ws = make_workspace()
+    assert ws.run("check").returncode == 0
+    template = ws.root / "templates" / f"{answer}.txt.j2"
+    text = template.read_text(encoding="utf-8")
+    template.unlink()
+    missing = ws.run("check")
+    assert missing.returncode == 1
+    assert f"template not found: {template}" in missing.stderr
+    template.write_text(text + "{{ sc.tytul }}\n", encoding="utf-8")
+    typo = ws.run("check")
+    assert typo.returncode == 1
+    line = len((text + "{{ sc.tytul }}\n").splitlines())
+    assert f"{template}:{line}: answer {answer}" in typo.stderr
+    assert "'sc' is undefined" in typo.stderr
+
+
 def test_check_reports_invalid_rows_and_exits_1(make_workspace: Any) -> None:
     """Invalid addresses are listed with file and line; duplicates are reported."""
     ws = make_workspace(contacts=[["ok@a.example.com", "A", "B", "C", "Łódź"],

@@ -231,17 +231,34 @@ def _environment(folder: Path, zone: ZoneInfo, *, html: bool) -> jinja2.Environm
     return env
 
 
-def template_error(err: jinja2.TemplateError, what: str) -> ConfigError:
+def template_error(err: jinja2.TemplateError, what: str,
+                   folder: Path | None = None) -> ConfigError:
     """A Jinja2 error as a ConfigError naming the template file and line."""
     if isinstance(err, jinja2.TemplateSyntaxError):
         where = f"{err.filename or err.name}:{err.lineno}"
         return ConfigError(f"{where}: template syntax error: {err.message}")
     if isinstance(err, jinja2.TemplateNotFound):
-        return ConfigError(f"template not found: {err.name}")
+        missing = folder / str(err.name) if folder else err.name
+        return ConfigError(f"template not found: {missing}",
+                           hint="`mailer init DIR` writes every template the service sends")
+    line = _template_line(err)
     return ConfigError(
-        f"{what}: {err}",
-        hint="guard optional columns with {% if recipient.column is defined %}",
+        f"{line + ': ' if line else ''}{what}: {err}",
+        hint="check the name's spelling; guard optional columns with "
+             "{% if recipient.column is defined %}",
     )
+
+
+def _template_line(err: BaseException) -> str:
+    """The template file and line an error was raised at ("…/confirmation.txt.j2:12"): Jinja2
+    rewrites a rendering error's traceback so that its frames are the template's lines."""
+    found, frame = "", err.__traceback__
+    while frame is not None:
+        name = frame.tb_frame.f_code.co_filename
+        if name.endswith(".j2"):
+            found = f"{name}:{frame.tb_lineno}"
+        frame = frame.tb_next
+    return found
 
 
 @dataclass(frozen=True)
@@ -294,7 +311,7 @@ class Renderer:
             subject_source = subject if subject is not None else self.settings.campaign.subject
             compiled_subject = self._text_env.from_string(subject_source)
         except jinja2.TemplateError as err:
-            raise template_error(err, f"template {name}") from err
+            raise template_error(err, f"template {name}", self.settings.templates_dir) from err
         result = Templates(name, compiled_subject, text, html)
         self._templates[name] = result
         return result

@@ -12,12 +12,13 @@ from datetime import datetime, timedelta
 from email_validator import EmailNotValidError, validate_email
 
 from mailer.audit import AuditLog
+from mailer.contacts import Contact
 from mailer.errors import MailerError
 from mailer.models import ANSWERS, SUPPRESSIONS, AnswerRegistrant, AnswerStatus
 from mailer.reading.decide import Answer, EventStatus
 from mailer.reading.understand import Reading, reply_subject
 from mailer.reasons import Code, Reason
-from mailer.render import OutgoingMessage, Renderer
+from mailer.render import OutgoingMessage, Renderer, display_name
 from mailer.settings import Event, Settings
 from mailer.smtp_client import Outcome, RateLimiter, SmtpSession
 from mailer.store import Doc, Store
@@ -67,6 +68,28 @@ def answer_doc(reading: Reading, template: Answer, *, now: datetime, domain: str
         "registrants": registrant_context(reading),
         "cancelled_events": list(cancelled),
         "received": reading.received.isoformat(),
+    }
+
+
+def sample_answer(template: Answer, contact: Contact, events: Sequence[Event], *,
+                  now: datetime, domain: str) -> Doc:
+    """An outbox record of `template` to `contact`, with one registrant of theirs confirmed
+    for the first event, late for the others and with a problem and a warning: what `mailer
+    check` renders so that a broken answer template stops the check, not the service."""
+    ids = [e.id for e in events]
+    return {
+        "inbound": "check", "to": contact.email, "template": str(template),
+        "status": AnswerStatus.PENDING, "attempts": 0, "created": now.isoformat(),
+        "message_id": answer_message_id(f"check-{template}", domain), "in_reply_to": "",
+        "references": [], "subject": reply_subject("Zaproszenie"),
+        "registrants": [{
+            "name": display_name(contact.fields) or "Jan Kowalski", "position": "Naczelnik",
+            "city": contact.fields.get("miasto", ""), "email": contact.email,
+            "phone": "+48581234567", "confirmed": ids[:1], "late": ids[1:],
+            "problems": ["Pole „Miasto / urząd” jest puste."],
+            "warnings": ["Numer telefonu zapisano tak, jak go podano."],
+        }],
+        "cancelled_events": ids, "received": now.isoformat(),
     }
 
 

@@ -22,8 +22,10 @@ from mailer.contacts import Contact, ContactList, normalize_key, read_contacts
 from mailer.errors import MailerError
 from mailer.export import write_private
 from mailer.models import DeliveryKind
+from mailer.reading.decide import Answer
 from mailer.remind import ReminderGroup, plan_reminders
 from mailer.render import Renderer
+from mailer.respond import build_answer, sample_answer
 from mailer.settings import Settings
 from mailer.smtp_client import Outcome, SmtpSession
 from mailer.store import open_state
@@ -52,6 +54,12 @@ def check(app: App) -> None:
         for name in templates:
             renderer.invitation(contact, template=name, extra={"open_events": settings.events})
     now = app.clock.now()
+    # Every answer the service can send, for the first contact: a missing or broken answer
+    # template stops the check, not `watch` after it has registered everyone (issue 16).
+    for answer in Answer if contacts.contacts else ():
+        build_answer(renderer, settings, sample_answer(
+            answer, contacts.contacts[0], settings.events, now=now, domain=renderer.domain))
+    templates += [str(answer) for answer in Answer]
     open_ids = ", ".join(e.id for e in settings.open_events(now)) or "none"
     click.echo(f"{settings.path}: campaign {settings.campaign.name!r}: "
                f"{len(contacts.contacts)} contacts, {len(contacts.invalid)} invalid, "
