@@ -607,3 +607,25 @@ async def test_answers_go_out_over_several_sessions_each_once(inbox_ws: Any) -> 
     assert sorted(r for m in sink.messages for r in m.rcpt_tos) == sorted(senders)
     assert len({m.peer for m in sink.messages}) == 2
     assert (await watch_once(ws)).answers_sent == 0 and len(sink.messages) == 24
+
+
+async def test_the_review_count_follows_what_each_pass_records(inbox_ws: Any) -> None:
+    """One watcher, three passes: the count of messages waiting for review is taken at the
+    first, kept when nothing new came, and taken again after a pass that recorded one more."""
+    ws, _sink, server, user = inbox_ws
+    server.append(user, reply("q1@gdynia.example.com", "Czy będzie nagranie?\n"), ON_TIME)
+    settings = load_settings(ws.config)
+    with open_state(settings.storage, writer=True) as store:
+        watcher = Watcher(settings, store, clock=Clock(START))
+        try:
+            first = await watcher.process_once()
+            idle = await watcher.process_once()
+            server.append(user, reply("q2@sopot.example.com", "Proszę o kontakt.\n"), ON_TIME)
+            assert watcher.inbox is not None
+            await watcher.inbox.wait_for_change(5)  # as `run` waits between passes
+            later = await watcher.process_once()
+        finally:
+            await watcher.close()
+    assert (first.new, first.review) == (1, 1)
+    assert (idle.new, idle.review) == (0, 1)
+    assert (later.new, later.review) == (1, 2)

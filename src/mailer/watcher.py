@@ -108,6 +108,10 @@ class Watcher:
         self.ledger = Ledger(settings, store, clock=clock, contacts=contacts)
         self.invited = ContactBook(contacts, self.ledger.by_message_id, free_mail=FREE_MAIL)
         self.watermark = self._watermark()
+        # Messages waiting for review, counted over every inbound record: once, then again
+        # only after a pass that recorded something (while this watcher holds the state lock,
+        # staff cannot resolve an item, so nothing else changes the count).
+        self._review: int | None = None
         self.readers = readers or Readers(events=settings.events, own_addresses=self.own,
                                           authserv_id=settings.answers.trusted_authserv_id)
 
@@ -149,7 +153,9 @@ class Watcher:
                                                          following, report)
         await reading  # the last batch's "following" is empty: nothing is left running
         await self._flush_answers(report)
-        report.review = len(review_queue(self.store))
+        if report.new or self._review is None:
+            self._review = len(review_queue(self.store))
+        report.review = self._review
         await self.store.fold_if_large()
         if self.audit:
             self.audit.flush()
