@@ -13,6 +13,7 @@ from mailer.reading.decide import (
     decide_registration,
     event_statuses,
 )
+from mailer.reading.understand import read
 from mailer.reading.validate import Problem, Registrant
 from mailer.settings import Event
 from tests.events import EVENTS, PIM, SMART_CITY, WARSAW
@@ -189,9 +190,22 @@ ALLOWED = {
     ({"sender": "<>"}, "no sender address"),
     ({"sender": "MAILER-DAEMON"}, "sender address not valid"),
     ({"sender": "jan@gdynia"}, "sender address not valid"),
+    # What the reader already worked out of the sender is taken as it is.
+    ({"sender_valid": False}, "sender address not valid"),
+    ({"sender": "jan@gdynia", "sender_valid": True}, None),
 ])
 def test_answer_allowed(changes: dict[str, object], reason: str | None) -> None:
     """An answer goes out only to a valid, foreign, human sender, after the watermark, in limit."""
     args = {**ALLOWED, **changes}
     refusal = answer_allowed(**args)  # type: ignore[arg-type]
     assert (None if refusal is None else str(refusal)) == reason
+
+
+@pytest.mark.parametrize(("raw", "valid"), [
+    (b"From: Jan Kowalski <jan.kowalski@gdynia.pl>\r\n\r\nZg\xc5\x82aszam si\xc4\x99.\r\n", True),
+    (b"From: jan@gdynia\r\n\r\nZgloszenie\r\n", False),
+    (b"From: MAILER-DAEMON\r\n\r\nZgloszenie\r\n", False),
+])
+def test_the_reader_says_whether_the_sender_can_be_answered(raw: bytes, valid: bool) -> None:
+    reading = read(raw, received=EARLY, events=EVENTS)
+    assert reading.sender_valid is valid

@@ -25,14 +25,13 @@ class RawFiles:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self.pending: list[tuple[Path, bytes, bool]] = []
+        self.pending: dict[Path, tuple[Path, bytes, bool]] = {}
 
     def add(self, path: Path, data: bytes, *, durable: bool = True) -> None:
         """`durable=False`: a file derived from another (what was read of a message), written
         with the batch but not fsync'd: a power cut may lose it, never the message."""
-        if any(known == path for known, _, _ in self.pending):
-            return  # a message whose recording failed half-way is added again (issue 12)
-        self.pending.append((path, data, durable))
+        # A message whose recording failed half-way is added again (issue 12): kept once.
+        self.pending.setdefault(path, (path, data, durable))
 
     def sync(self) -> None:
         """Write and fsync every file (in parallel), rename each into place, fsync the folder."""
@@ -41,18 +40,18 @@ class RawFiles:
         try:
             self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
             with ThreadPoolExecutor(min(SYNC_THREADS, len(self.pending))) as pool:
-                list(pool.map(_write_synced, self.pending))
-            for path, _, _ in self.pending:
+                list(pool.map(_write_synced, self.pending.values()))
+            for path in self.pending:
                 os.replace(_temporary(path), path)
         except OSError as err:
             raise StateError(f"{self.folder}: cannot write the raw messages: {err}") from err
-        self.pending = []
+        self.pending = {}
         fsync_dir(self.folder)
 
     def discard(self) -> None:
         """Forget what was not synced (the batch failed), temporary files included."""
-        pending, self.pending = self.pending, []
-        for path, _, _ in pending:
+        pending, self.pending = self.pending, {}
+        for path in pending:
             with contextlib.suppress(OSError):
                 os.unlink(_temporary(path))
 

@@ -314,6 +314,7 @@ class Watcher:
             received=reading.received, watermark=self.watermark,
             answers_today=self.ledger.answers_today(reading.sender),
             max_per_day=self.settings.answers.max_per_sender_per_day, forged=reading.forged,
+            sender_valid=reading.sender_valid,
         ) or (Reason.of(Code.NOTHING_STORED) if reading.registrants and not answered.registrants
               else None)
         if refusal:

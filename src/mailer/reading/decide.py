@@ -115,24 +115,34 @@ def _bare(address: str) -> str:
     return parseaddr(address)[1].strip().casefold()
 
 
-def _address_refusal(sender: str, own_addresses: Collection[str]) -> Reason | None:
+def sender_is_valid(sender: str) -> bool:
+    """Whether a reply's sender is an address an answer could be sent to (email-validator;
+    the reader works it out in its worker, where the form's e-mail warmed the same cache)."""
+    address = _bare(sender)
+    return bool(address) and normal_address(address) is not None
+
+
+def _address_refusal(sender: str, own_addresses: Collection[str],
+                     valid: bool | None) -> Reason | None:
     address = _bare(sender)
     if not address:
         return Reason.of(Code.NO_SENDER)
     if address in {_bare(own) for own in own_addresses}:
         return Reason.of(Code.OWN_ADDRESS)  # answering ourselves would loop
-    if normal_address(address) is None:
+    if not (sender_is_valid(sender) if valid is None else valid):
         return Reason.of(Code.SENDER_INVALID)
     return None
 
 
 def answer_allowed(*, sender: str, own_addresses: Collection[str], automated: bool,
                    received: datetime, watermark: datetime | None, answers_today: int,
-                   max_per_day: int, forged: str | None = None) -> Reason | None:
-    """None when an answer may be sent to `sender`, else the reason why not."""
+                   max_per_day: int, forged: str | None = None,
+                   sender_valid: bool | None = None) -> Reason | None:
+    """None when an answer may be sent to `sender`, else the reason why not (`sender_valid`:
+    what `sender_is_valid` already said of it, if anyone asked)."""
     at = _require_aware(received, "received")
     since = None if watermark is None else _require_aware(watermark, "watermark")
-    refusal = _address_refusal(sender, own_addresses)
+    refusal = _address_refusal(sender, own_addresses, sender_valid)
     if refusal is not None:
         return refusal
     if automated:

@@ -320,17 +320,20 @@ def first_lines(text: str, count: int = MAX_LINES) -> str:
     return text if len(lines) <= count else "\n".join(lines[:count])
 
 
-def read_message(msg: EmailMessage) -> tuple[ReplyText, list[Draft]]:
-    """Body → own/quoted text → drafts from the own text, else from the quoted history."""
+def read_message(msg: EmailMessage, *, prose: bool = True) -> tuple[ReplyText, list[Draft]]:
+    """Body → own/quoted text → drafts from the own text, else from the quoted history.
+
+    `prose`: also read the people named in sentences, lists and the signature (the costliest
+    part; not for mail a machine sent, which is never a registration)."""
     reply = split_reply(first_lines(body_text(msg)))
     drafts = read_forms(reply.own)
     if _has_identity(drafts):
         return reply, drafts
     # Without a form: the people named in the own text's sentences and lists (issue 13).
-    if prose := _prose_drafts(reply.own, signature=False):
-        return reply, prose
+    if prose and (found := _prose_drafts(reply.own, signature=False)):
+        return reply, found
     if not reply.quoted:
-        return reply, _prose_drafts(reply.own, signature=True) or drafts
+        return reply, (prose and _prose_drafts(reply.own, signature=True)) or drafts
     # People type into the quoted original; e-mail/phone alone in the own text
     # (a signature) does not outweigh a form found there.
     quoted = [replace(d, from_quoted=True) for d in read_forms(reply.quoted)]
@@ -343,7 +346,7 @@ def read_message(msg: EmailMessage) -> tuple[ReplyText, list[Draft]]:
         return reply, quoted
     # The writer's signature is the data only when no form was typed into the quoted
     # original either: it never overrides a filled form.
-    return reply, _prose_drafts(reply.own, signature=True) or drafts
+    return reply, (prose and _prose_drafts(reply.own, signature=True)) or drafts
 
 
 def _prose_drafts(own: str, *, signature: bool) -> list[Draft]:

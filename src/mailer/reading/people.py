@@ -30,23 +30,36 @@ _INTENT_WORDS = frozenset(p.split()[0] for p in vocab.INTENTS)
 _TRAILING = frozenset({"w", "we", "z", "ze", "i", "oraz", "na", "do", "-", "–", "—"})
 
 
-def _stems(words: tuple[str, ...], *, cut: bool = False) -> tuple[tuple[str, str], ...]:
-    """(stem, nominative) of each one-word noun: "zastepca" → ("zastepc", "zastepca"); `cut`:
-    the last letter always goes ("referat" → "refera": "w Referacie")."""
-    return tuple((w[:-1] if w.endswith("a") or (cut and len(w) > 4) else w, w)
-                 for w in words if " " not in w)
+class _Stems:
+    """Which one-word noun a folded word is a form of: (stem, nominative) or None.
+
+    "zastepca" → ("zastepc", "zastepca"): a word is a form of a noun when it is its stem and
+    at most 4 more letters. `cut`: the last letter always goes ("referat" → "refera": "w
+    Referacie"). Every word of a reply is asked about, most of them more than once: answers
+    are remembered (up to `KEEP` words, so a hostile message cannot grow the table).
+    """
+
+    KEEP = 65_536
+
+    def __init__(self, words: tuple[str, ...], *, cut: bool = False) -> None:
+        self.stems = tuple((w[:-1] if w.endswith("a") or (cut and len(w) > 4) else w, w)
+                           for w in words if " " not in w)
+        self.known: dict[str, tuple[str, str] | None] = {}
+
+    def __call__(self, folded: str) -> tuple[str, str] | None:
+        try:
+            return self.known[folded]
+        except KeyError:
+            pass
+        found = next(((stem, word) for stem, word in self.stems
+                      if folded.startswith(stem) and len(folded) - len(stem) <= 4), None)
+        if len(self.known) < self.KEEP:
+            self.known[folded] = found
+        return found
 
 
-_POSITION_STEMS = _stems(vocab.POSITIONS)
-_UNIT_STEMS = _stems(vocab.UNIT_WORDS, cut=True)
-
-
-def _stem_of(folded: str, stems: tuple[tuple[str, str], ...]) -> tuple[str, str] | None:
-    """The (stem, nominative) `folded` is a form of: its stem and at most 4 more letters."""
-    for stem, word in stems:
-        if folded.startswith(stem) and len(folded) - len(stem) <= 4:
-            return stem, word
-    return None
+_position_stem = _Stems(vocab.POSITIONS)
+_unit_stem = _Stems(vocab.UNIT_WORDS, cut=True)
 
 
 @dataclass(frozen=True)
@@ -70,8 +83,8 @@ class Token:
                                             for p in parts)
                 and self.folded not in _STOP and self.folded not in _TOWN_WORDS
                 and self.folded not in vocab.OFFICE_HEADS and self.folded not in _ADDRESS_FORMS
-                and _stem_of(self.folded, _POSITION_STEMS) is None
-                and _stem_of(self.folded, _UNIT_STEMS) is None)
+                and _position_stem(self.folded) is None
+                and _unit_stem(self.folded) is None)
 
     @property
     def office_abbreviation(self) -> bool:
@@ -198,9 +211,9 @@ def _name_at(chunk: Chunk, i: int) -> Name | None:
         prev = tokens[i - 1]  # "w Partnerskiej Inicjatywie": no name starts inside a title
         capitalised = (prev.capitalised and not prev.boundary and prev.folded not in _STOP
                        and prev.folded not in _ADDRESS_FORMS)
-        if (capitalised and _stem_of(prev.folded, _POSITION_STEMS) is None) or (
+        if (capitalised and _position_stem(prev.folded) is None) or (
                 prev.folded in _NOT_AFTER or prev.folded in _TOWN_WORDS or prev.office_abbreviation
-                or prev.folded in vocab.OFFICE_HEADS or _stem_of(prev.folded, _UNIT_STEMS)):
+                or prev.folded in vocab.OFFICE_HEADS or _unit_stem(prev.folded)):
             return None
     words = [t.core for t in tokens[begin:j]]
     emails = " ".join(value for _at, key, value in chunk.contacts if key == "email")
@@ -247,7 +260,7 @@ def bare_name(line: str) -> str | None:
 
 
 def _position_head(tokens: list[Token], i: int) -> bool:
-    return _stem_of(tokens[i].folded, _POSITION_STEMS) is not None
+    return _position_stem(tokens[i].folded) is not None
 
 
 def _stops_position(chunk: Chunk, j: int) -> bool:
@@ -281,7 +294,7 @@ def find_position(chunk: Chunk, lo: int, hi: int, *, last_only: bool = False,
 
 
 def _head(token: Token) -> str:
-    found = _stem_of(token.folded, _POSITION_STEMS)
+    found = _position_stem(token.folded)
     assert found is not None
     stem, word = found
     return token.core[:len(stem)] + word[len(stem):]
@@ -322,7 +335,7 @@ def _continues_office(tokens: list[Token], j: int, hi: int) -> bool:
     token = tokens[j]
     if token.folded in vocab.OFFICE_WORDS or (token.capitalised and token.folded not in _STOP
                                               and token.folded not in _ADDRESS_FORMS):
-        return _stem_of(token.folded, _POSITION_STEMS) is None
+        return _position_stem(token.folded) is None
     return (token.folded in ("w", "we", "i") and j + 1 < hi and not token.boundary
             and tokens[j + 1].capitalised)
 

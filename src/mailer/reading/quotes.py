@@ -17,6 +17,7 @@ import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import overload
 
 from mailer.reading.textfold import FoldTable, strip_marks
 
@@ -83,9 +84,33 @@ _FRAMED_ATTRIBUTION = re.compile(r"^-{2,}.*\b(?:napisal\(a\)|napisala?|pisze|wro
 _ATTRIBUTION_MAX_LINES = 3  # Gmail hard-wraps its attribution at 78 columns
 
 
-def _plains(lines: Sequence[str]) -> list[str]:
-    """Each line folded, without markdown stars and outer blanks: what the patterns see."""
-    return [fold(line.replace("*", "")).strip() for line in lines]
+class _Plains(Sequence[str]):
+    """Each line folded, without markdown stars and outer blanks: what the patterns see.
+
+    Folded when first looked at, once: "> " lines and everything after a separator are
+    never looked at, and they are most of a reply.
+    """
+
+    def __init__(self, lines: Sequence[str]) -> None:
+        self.lines = lines
+        self.folded: list[str | None] = [None] * len(lines)
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[str]: ...
+
+    def __getitem__(self, index: int | slice) -> str | list[str]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self.lines)))]
+        plain = self.folded[index]
+        if plain is None:
+            plain = self.folded[index] = fold(self.lines[index].replace("*", "")).strip()
+        return plain
 
 
 def _is_header_block(plains: Sequence[str], i: int) -> bool:
@@ -156,7 +181,7 @@ def _history_span(lines: Sequence[str], plains: Sequence[str], i: int) -> int:
 def split_reply(text: str) -> ReplyText:
     """Separate the reply's own text from quoted history (> lines, quote headers, separators)."""
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-    plains = _plains(lines)  # each line folded once, not again by each look-ahead
+    plains = _Plains(lines)  # each line folded once, not again by each look-ahead
     own: list[str] = []
     quoted: list[str] = []
     i = 0

@@ -15,7 +15,7 @@ from email.utils import parseaddr
 from typing import Any
 
 from mailer.reading.classify import Classification, Kind, classify, is_automated
-from mailer.reading.decide import Answer, Decision, decide_registration
+from mailer.reading.decide import Answer, Decision, decide_registration, sender_is_valid
 from mailer.reading.headers import dmarc_failure, dmarc_pass, header_text, simple_address
 from mailer.reading.invited import CONTACT, Invitee, fill_values
 from mailer.reading.parse import FORM, Draft, read_message
@@ -49,6 +49,7 @@ class Reading:
     merged_from: tuple[str, ...] = field(default=())
     # "dmarc=pass at <our MX>": the sender is who the From says (its answer needs no review).
     authenticated: str | None = None
+    sender_valid: bool | None = None  # decide.sender_is_valid, worked out by the reader
 
     @property
     def kind(self) -> Kind:
@@ -230,8 +231,9 @@ def read(raw: bytes, *, received: datetime, events: Sequence[Event],
     """
     msg = parse_bytes(raw)
     sender = sender_of(msg)
-    reply, drafts = read_message(msg)
     automated = is_automated(msg)
+    # Machine-made mail is never a registration (classify): its prose is not worth reading.
+    reply, drafts = read_message(msg, prose=automated is None)
     # A signature alone is no written form: an out-of-office signed by its owner stays automatic.
     written = any(d.source(k) != "signature" for d in drafts for k in d.values)
     classification = classify(msg, reply.own, has_form=bool(drafts),
@@ -245,7 +247,7 @@ def read(raw: bytes, *, received: datetime, events: Sequence[Event],
         refs=thread_ids(msg), classification=classification, automated=automated,
         forged=dmarc_failure(msg, authserv_id), own_text=reply.own, drafts=tuple(drafts),
         quoted_text=reply.quoted,
-        authenticated=dmarc_pass(msg, authserv_id),
+        authenticated=dmarc_pass(msg, authserv_id), sender_valid=sender_is_valid(sender),
     )
     if classification.kind is not Kind.REGISTRATION:
         return base
