@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import os
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
 from mailer.errors import StateError
 from mailer.journal import fsync_dir, write_all
 
-SYNC_THREADS = 16  # raw messages fsync'd at once at the end of a batch
+SYNC_THREADS = 16  # raw messages fsync'd at once
+EARLY_LIMIT = 1_000  # files written ahead and not yet claimed: the rest waits for its batch
 
 
 class RawFiles:
@@ -21,11 +23,33 @@ class RawFiles:
     share journal commits), renamed into place, and the folder is fsync'd once. A crash
     before that leaves at most temporary files and no journal line naming any of them: the
     batch is read again.
+
+    `write_ahead` starts writing and fsyncing a batch's messages as soon as they are fetched,
+    while the batch before is still being recorded and this one read: the fsyncs, the
+    largest part of `sync` on a slow disk, are then mostly done when the batch is kept.
     """
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.pending: dict[Path, tuple[Path, bytes, bool]] = {}
+        self.early: dict[Path, Future[None]] = {}  # temporary files being written ahead
+        self._pool: ThreadPoolExecutor | None = None
+
+    def _threads(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(SYNC_THREADS, thread_name_prefix="rawfiles")
+        return self._pool
+
+    def write_ahead(self, files: Iterable[tuple[Path, bytes]]) -> None:
+        """Start writing (and fsyncing) the temporary files of messages a later `add` will
+        name; a file never claimed is removed by `abandon`."""
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError:
+            return  # `sync` reports it, with the path
+        for path, data in files:
+            if path not in self.early and len(self.early) < EARLY_LIMIT:
+                self.early[path] = self._threads().submit(_write_synced, (path, data, True))
 
     def add(self, path: Path, data: bytes, *, durable: bool = True) -> None:
         """`durable=False`: a file derived from another (what was read of a message), written
@@ -39,8 +63,13 @@ class RawFiles:
             return
         try:
             self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-            with ThreadPoolExecutor(min(SYNC_THREADS, len(self.pending))) as pool:
-                list(pool.map(_write_synced, self.pending.values()))
+            early = {path: self.early.pop(path) for path in self.pending if path in self.early}
+            wait(early.values())
+            # One written ahead that failed (a full disk) is written again: its error counts.
+            todo = [item for path, item in self.pending.items()
+                    if path not in early or early[path].exception() is not None]
+            for future in [self._threads().submit(_write_synced, item) for item in todo]:
+                future.result()
             for path in self.pending:
                 os.replace(_temporary(path), path)
         except OSError as err:
@@ -54,6 +83,21 @@ class RawFiles:
         for path in pending:
             with contextlib.suppress(OSError):
                 os.unlink(_temporary(path))
+
+    def abandon(self) -> None:
+        """`discard`, and the files written ahead for batches that will not be kept."""
+        self.discard()
+        early, self.early = self.early, {}
+        wait(early.values())
+        for path in early:
+            with contextlib.suppress(OSError):
+                os.unlink(_temporary(path))
+
+    def close(self) -> None:
+        self.abandon()
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
 
 
 def _temporary(path: Path) -> Path:

@@ -41,6 +41,7 @@ from mailer.reading.understand import (
     complete,
     complete_from_contact,
     glimpse,
+    message_key,
     reading_json,
     stored_reading,
 )
@@ -152,6 +153,7 @@ class Watcher:
             fetched, reading = await self._process_batch(inbox, batch, fetched, reading,
                                                          following, report)
         await reading  # the last batch's "following" is empty: nothing is left running
+        await asyncio.to_thread(self.raw_files.abandon)  # written ahead, never claimed
         await self._flush_answers(report)
         if report.new or self._review is None:
             self._review = len(review_queue(self.store))
@@ -170,7 +172,12 @@ class Watcher:
         return fetched
 
     def _read(self, fetched: list[Fetched]) -> asyncio.Future[list[Read]]:
-        """Start reading `fetched` (in worker processes when there are many)."""
+        """Start reading `fetched` (in worker processes when there are many), and writing
+        the new ones to disk meanwhile (they are renamed into place when their batch is kept)."""
+        storage = self.settings.storage
+        self.raw_files.write_ahead(
+            (storage / message_record(key), f.data) for f in fetched
+            if not self.store.has(INBOUND, key := message_key(f.data)))
         return self.readers.start([(f.data, f.received) for f in fetched])
 
     async def _process_batch(
@@ -200,6 +207,7 @@ class Watcher:
             for future in running:  # nothing left reading for a pass that is over
                 future.cancel()
             await asyncio.gather(*running, return_exceptions=True)
+            await asyncio.to_thread(self.raw_files.abandon)
             raise
         finally:
             self.raw_files.discard()
@@ -397,6 +405,7 @@ class Watcher:
 
     async def close(self) -> None:
         self.readers.close()
+        await asyncio.to_thread(self.raw_files.close)
         await self.drop_connection()
         await self.smtp.close()
 
