@@ -23,6 +23,9 @@ SENTENCE_CASES = [
      {"name": "Adam Lis", "position": "Sekretarz Gminy", "phone": "600 100 200"}),
     ("Potwierdzam udział Pana Pawła Gronka w warsztacie. Kontakt: p.gronek@ug.example.pl",
      {"name": "Paweł Gronek", "email": "p.gronek@ug.example.pl"}),
+    # A bare "Urzędu" names no office: the town comes from elsewhere, not "Urząd".
+    ("Ze strony Urzędu w warsztacie udział weźmie Pani Joanna Wrona, Sekretarz Miasta.",
+     {"name": "Joanna Wrona", "position": "Sekretarz Miasta", "city": None}),
 ]
 
 
@@ -112,6 +115,11 @@ def test_no_person_without_intent_or_a_name(text: str) -> None:
     ("Zgłaszam się na warsztat.", True),
     ("W warsztacie weźmie udział Pan Jan Nowak.", True),
     ("Potwierdzam udział.", True),
+    # Words between the verb and what it confirms.
+    ("Potwierdzam niniejszym nasz udział w warsztacie 26.10.", True),
+    ("Potwierdzamy swoje uczestnictwo w PIM.", True),
+    ("Proszę mnie wpisać jako osobę do kontaktu w sprawie PIM.", True),
+    ("Nie potwierdzam jeszcze swojego udziału.", False),
     ("Nie wezmę udziału.", False),
     ("Czy mogę zgłosić kolegę?", False),
     ("Do PIM zgłoszenie wyślemy osobno.", False),

@@ -323,10 +323,12 @@ def find_city(chunk: Chunk, lo: int, hi: int, *, at_start: bool = False) -> str 
         while j < hi and not tokens[j - 1].boundary and _continues_office(tokens, j, hi):
             j += 1
         words = [vocab.OFFICE_WORDS.get(t.folded, t.core) for t in tokens[i + 1:j]]
-        if town:
-            if words:
+        if town or (head is not None and not token.office_abbreviation):
+            # "Miasto Gniezno" names the town; "ze strony Urzędu", a bare office, names none.
+            if town and words:
                 return " ".join(words)
-            continue
+            if not words:
+                continue
         return " ".join([head or token.core, *words])
     return None
 

@@ -141,15 +141,18 @@ INTENTS = (
     "prosimy o rejestracje", "prosze o wpisanie", "prosze dopisac", "prosze o dopisanie",
     "zapisuje sie", "zapisuje", "zapisujemy", "rejestruje", "wezme udzial", "wezmie udzial",
     "wezmiemy udzial", "wezma udzial", "udzial wezmie", "udzial wezme", "udzial wezma",
-    "udzial wezmiemy", "potwierdzam udzial", "potwierdza udzial", "potwierdzamy udzial",
-    "potwierdzam uczestnictwo", "potwierdzam obecnosc", "potwierdzam chec udzialu",
-    "deklaruje udzial", "deklarujemy udzial", "deklaruje uczestnictwo", "uczestniczyc bedzie",
+    "udzial wezmiemy", "potwierdzam ~ udzial", "potwierdza ~ udzial", "potwierdzamy ~ udzial",
+    "potwierdzam ~ uczestnictwo", "potwierdzamy ~ uczestnictwo", "potwierdzam ~ obecnosc",
+    "potwierdzam chec udzialu", "potwierdzamy chec udzialu",
+    "deklaruje ~ udzial", "deklarujemy ~ udzial", "deklaruje ~ uczestnictwo", "uczestniczyc bedzie",
     "bedzie uczestniczyc", "bedzie uczestniczyl", "bedzie uczestniczyla", "beda uczestniczyc",
     "wezme w nim udzial", "dolacze", "dolaczymy", "chcialbym wziac udzial",
     "chcialabym wziac udzial", "chcielibysmy wziac udzial", "chcemy wziac udzial",
     "zainteresowane udzialem", "zainteresowany udzialem", "zainteresowana udzialem",
     "zainteresowani udzialem", "bede obecny", "bede obecna", "bedzie obecny", "bedzie obecna",
     "prosze mnie zapisac", "prosze nas zapisac", "prosze mnie zglosic", "prosze mnie dopisac",
+    "prosze mnie wpisac", "prosze nas wpisac", "prosimy nas wpisac", "prosimy o wpisanie",
+    "prosimy zapisac", "prosimy wpisac", "prosze wpisac",
     "bede na warsztacie", "bede na warsztatach", "bedziemy na warsztacie", "bede uczestniczyc",
     "bede uczestniczyl", "bede uczestniczyla",
     "sign me up",
@@ -414,9 +417,16 @@ NEGATIONS = (
 
 # --- turning phrases into patterns (on folded text) --------------------------------------------
 
+# " ~ " in a phrase: up to three words between ("potwierdzam ~ udzial": "potwierdzam swój
+# udział", "potwierdzam niniejszym nasz udział").
+_WORDS_BETWEEN = r"[ \t]+(?:[^\s.,;:!?]+[ \t]+){0,3}"
+
+
 def phrase_pattern(phrase: str) -> str:
     """A regex for one folded phrase: "." and "-" optional, a space one or more blanks (or
-    none after a "."), "/" with blanks around it or not."""
+    none after a "."), "/" with blanks around it or not, " ~ " up to three words."""
+    if " ~ " in phrase:
+        return _WORDS_BETWEEN.join(phrase_pattern(part) for part in phrase.split(" ~ "))
     out: list[str] = []
     for i, char in enumerate(phrase):
         if char == " ":
