@@ -214,6 +214,27 @@ async def test_cancellation_cancels_the_registration(inbox_ws: Any) -> None:
     assert sorted(a["template"] for a in table(ws, ANSWERS)) == ["cancelled", "confirmation"]
 
 
+async def test_a_decline_with_nothing_registered_is_not_confirmed_as_a_cancellation(
+        inbox_ws: Any) -> None:
+    """An official who never registered writes that the office will not take part: the
+    answer thanks them and says there was nothing to cancel (it said "we confirm the
+    cancellation of every registration sent from your address")."""
+    ws, sink, server, user = inbox_ws
+    sender = "k@elblag.example.com"
+    server.append(user, reply(sender, "Dzień dobry,\nniestety w tym roku nie weźmiemy udziału "
+                              "w warsztacie.\n\nZ poważaniem\nKarol Wąs\n"), ON_TIME)
+    await watch_once(ws)
+    assert table(ws, REGISTRATIONS) == []
+    [inbound] = table(ws, INBOUND)
+    assert inbound["kind"] == "cancellation" and inbound["answer"] == "cancelled"
+    [answer] = answers_to(sink, sender)
+    text = answer.get_body(preferencelist=("plain",)).get_content()  # type: ignore[union-attr]
+    html = answer.get_body(preferencelist=("html",)).get_content()  # type: ignore[union-attr]
+    assert "nie było czego odwoływać" in text and "potwierdzamy odwołanie" not in text
+    assert "nie było czego odwoływać" in html and "odwołanie wszystkich" not in html
+    assert "jednak zgłosić udział" in text
+
+
 async def test_cancelling_one_event_keeps_the_other(inbox_ws: Any) -> None:
     """'Rezygnuję z warsztatu, ale PIM proszę zostawić' (issue 13): only the workshop is
     cancelled, the registration stays complete for PIM, and the answer names the workshop."""

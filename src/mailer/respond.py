@@ -51,11 +51,14 @@ def registrant_context(reading: Reading) -> list[AnswerRegistrant]:
 
 
 def answer_doc(reading: Reading, template: Answer, *, now: datetime, domain: str,
-               cancelled: Sequence[str] = (), held: Reason | None = None) -> Doc:
+               cancelled: Sequence[str] = (), nothing_cancelled: bool = False,
+               held: Reason | None = None) -> Doc:
     """The outbox record: everything needed to build the answer again after a restart.
 
     A `held` answer waits for staff to release it (`mailer review --release`); the outbox
-    sends only pending ones.
+    sends only pending ones. `nothing_cancelled`: a cancellation from a sender who had no
+    registration to cancel (an invited official declining): the answer says so instead of
+    confirming a cancellation.
     """
     refs = [r for r in (*reversed(reading.refs), reading.message_id) if r]
     return {
@@ -67,6 +70,7 @@ def answer_doc(reading: Reading, template: Answer, *, now: datetime, domain: str
         "subject": reply_subject(reading.subject),
         "registrants": registrant_context(reading),
         "cancelled_events": list(cancelled),
+        **({"nothing_cancelled": True} if nothing_cancelled else {}),
         "received": reading.received.isoformat(),
     }
 
@@ -149,6 +153,7 @@ def build_answer(renderer: Renderer, settings: Settings, doc: Doc) -> OutgoingMe
         "confirmed_any": any(r["confirmed"] for r in registrants),
         "late_any": any(r["late"] for r in registrants),
         "cancelled_events": resolve(doc["cancelled_events"]),
+        "nothing_cancelled": bool(doc.get("nothing_cancelled")),
         "received": datetime.fromisoformat(doc["received"]),
         "now": datetime.fromisoformat(doc["created"]),  # "still open" as of the decision
     }

@@ -330,7 +330,9 @@ class Watcher:
             return None, refusal, None
         held = self.ledger.unverified(reading)
         doc = answer_doc(answered, template, now=self.clock.now(), domain=self.renderer.domain,
-                         cancelled=effects.get("cancelled", ()), held=held)
+                         cancelled=effects.get("cancelled", ()), held=held,
+                         nothing_cancelled=(reading.kind is Kind.CANCELLATION
+                                            and not effects.get("registrations")))
         self.store.stage(ANSWERS, reading.key, doc)
         self.ledger.index.add_answer(doc)
         return template, None, held
