@@ -254,6 +254,18 @@ def test_null_return_path_alone_is_no_bounce() -> None:
     assert result.kind is Kind.AUTO_REPLY
 
 
+def test_an_out_of_office_naming_addresses_is_no_bounce() -> None:
+    """An out-of-office that names where mail goes meanwhile, in the words bounces use, is an
+    auto-reply: its subject says so, and its body is not searched for a bounce format."""
+    body = ("Przebywam na urlopie do 2.11.2020. Wiadomość do jan.nowak@gdynia.example.com nie "
+            "zostanie dostarczona adresatowi przed tym dniem; w pilnych sprawach proszę pisać "
+            "na sekretariat@gdynia.example.com.")
+    msg = reply(body, subject="Odpowiedź automatyczna: Zaproszenie",
+                headers="Auto-Submitted: auto-replied\nReturn-Path: <>\n")
+    result = classify(msg, body, has_form=False)
+    assert result.kind is Kind.AUTO_REPLY and result.bounced == ()
+
+
 def dsn(blocks: str, *, encoding: str = "7bit") -> EmailMessage:
     """Build a minimal RFC 3464 report around the given per-recipient blocks."""
     raw = (

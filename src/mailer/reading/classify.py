@@ -221,7 +221,13 @@ def _weak_bounce(msg: EmailMessage, own: Collection[str],
     a robot sender) or a gateway's "RE: <subject> : non remis". Auto-replies carry them too, so
     they make a bounce only when a bounce format is recognised in the body (issue 14: MDaemon,
     Dovecot's rejections, gateways' own templates), never by a lone address."""
-    if automated is None and not _BOUNCE_SUFFIX.search(_fold(header_text(msg, "Subject"))):
+    subject = _fold(header_text(msg, "Subject"))
+    if automated is None and not _BOUNCE_SUFFIX.search(subject):
+        return None
+    # "Odpowiedź automatyczna:", "Out of Office:", "Potwierdzenie wpływu": the subject says
+    # what it is, and no bounce says that; its body is not searched for a bounce format
+    # (flufl.bounce's detectors took ≈ 4 ms of each out-of-office).
+    if _AUTO_SUBJECT.match(subject) and not _AUTO_TAG.match(subject):
         return None
     found = read_bounce(msg, own_addresses=own)
     if found.failures and found.detector not in {"single-address", ""}:
