@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -201,6 +202,8 @@ def test_status_and_exports(make_workspace: Any, smtp_sink: tuple[SmtpSink, int]
     rows = list(csv.reader(io.StringIO(raw.decode("utf-8-sig")), delimiter=";"))
     assert rows[0][:3] == ["Id", "Imię i nazwisko", "Stanowisko"]
     assert sorted(r[1] for r in rows[1:]) == ["Adam Nowak", NAME]
+    assert rows[0][7] == "Otrzymano" and all(  # the campaign's zone, with its offset
+        re.fullmatch(r"2020-10-\d\d \d\d:\d\d:\d\d\+02:00", r[7]) for r in rows[1:])
     audited = [json.loads(line) for line in (ws.state / "audit.log").read_text().splitlines()]
     [export] = [e for e in audited if e["action"] == "export"]
     assert (export["format"], export["rows"], export["to"]) == ("csv", 2, str(out))
@@ -221,6 +224,7 @@ def test_status_and_exports(make_workspace: Any, smtp_sink: tuple[SmtpSink, int]
     assert zofia["id"] == ADDRESS and zofia["status"] == "complete"
     assert zofia["events"] == {"smart-city": "confirmed", "pim": "confirmed"}
     assert zofia["message_ids"] and zofia["received"].startswith("2020-10-20")
+    assert zofia["received"].endswith("+02:00")  # the campaign's zone, not UTC
 
 
 
@@ -240,6 +244,10 @@ def test_show_and_review(make_workspace: Any, smtp_sink: tuple[SmtpSink, int],
 
     queue = ws.run("review", check=True).stdout
     assert "osoba4@miasto4.example.com" in queue and "not understood" in queue
+    # Times in the campaign's zone with its offset (10:00 UTC is 12:00 in Warsaw in October).
+    assert "2020-10-20 12:00 +02:00" in queue
+    assert "in  2020-10-20 12:00 +02:00  other" in ws.run(
+        "show", "osoba4@miasto4.example.com", check=True).stdout
     item = queue.splitlines()[2].split()[0]
     registered = ws.run("review", "--register", item, "--name", "Ewa Lis", "--city", "Poznań",
                         "--event", "pim")

@@ -8,7 +8,7 @@ import os
 import re
 import stat
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any, BinaryIO
 from zoneinfo import ZoneInfo
@@ -19,6 +19,7 @@ from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.worksheet import Worksheet
 
 from mailer.audit import AuditLog
+from mailer.clock import local_iso
 from mailer.models import CURRENT_STATUSES, REGISTRATIONS
 from mailer.settings import Event
 from mailer.store import Store
@@ -67,8 +68,10 @@ def write_private(path: Path, data: bytes) -> None:
 
 
 def registration_records(store: Store, *, event: str | None = None,
-                         status: str | None = None) -> list[dict[str, Any]]:
-    """Current registrations as JSON-ready objects, filtered, oldest first."""
+                         status: str | None = None,
+                         zone: tzinfo | None = None) -> list[dict[str, Any]]:
+    """Current registrations as JSON-ready objects, filtered, oldest first; `zone`: the
+    received times in it, with its offset (as stored, UTC, without)."""
     records = []
     for doc in store.all(REGISTRATIONS):
         if doc.get("status") not in CURRENT_STATUSES or (status and doc.get("status") != status):
@@ -81,7 +84,14 @@ def registration_records(store: Store, *, event: str | None = None,
             "received": doc.get("received"), "message_ids": list(doc.get("messages", [])),
             "invited_city": (doc.get("invitation") or {}).get("city"),
         })
-    return sorted(records, key=lambda r: (r["received"] or "", r["id"]))
+    records.sort(key=lambda r: (r["received"] or "", r["id"]))  # UTC strings sort as times
+    if zone is not None:
+        for record in records:
+            record["received"] = local_iso(record["received"], zone)
+    return records
+
+
+_RECEIVED = 1 + len(FIELDS) + 1  # the column of the received time (id, fields, status)
 
 
 def _row(record: dict[str, Any], events: Sequence[Event]) -> list[Any]:
@@ -95,12 +105,18 @@ def _headers(events: Sequence[Event]) -> list[str]:
             HEADERS_PL["received"], *(e.id for e in events), HEADERS_PL["invited_city"]]
 
 
+def _csv_row(record: dict[str, Any], events: Sequence[Event]) -> list[Any]:
+    row = _row(record, events)
+    row[_RECEIVED] = str(row[_RECEIVED]).replace("T", " ", 1)  # "2020-10-20 12:00:18+02:00"
+    return row
+
+
 def to_csv(records: Sequence[dict[str, Any]], events: Sequence[Event]) -> bytes:
     """UTF-8 with BOM and `;`: what Polish Excel opens correctly with a double click."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, delimiter=";", lineterminator="\r\n")
     writer.writerow([neutralise(v) for v in _headers(events)])
-    writer.writerows([neutralise(v) for v in _row(r, events)] for r in records)
+    writer.writerows([neutralise(v) for v in _csv_row(r, events)] for r in records)
     return buffer.getvalue().encode("utf-8-sig")
 
 
@@ -138,7 +154,7 @@ def _sheet(sheet: Worksheet, title: str, records: Sequence[dict[str, Any]],
         row = _row(record, events)
         received = record["received"]
         # Excel has no time zones: the campaign's local time, as the clerk reads it.
-        row[7] = (datetime.fromisoformat(received).astimezone(zone).replace(tzinfo=None)
+        row[_RECEIVED] = (datetime.fromisoformat(received).astimezone(zone).replace(tzinfo=None)
                   if received else None)
         _append(sheet, row)
     for cell in sheet["H"][1:]:

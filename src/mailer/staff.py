@@ -5,12 +5,12 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
 from mailer.audit import AuditLog
-from mailer.clock import Clock
+from mailer.clock import Clock, shown_time
 from mailer.contacts import normalize_key, read_contacts
 from mailer.effects import Ledger
 from mailer.errors import MailerError
@@ -259,24 +259,25 @@ def _flatten(row: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def describe_person(found: Person) -> list[str]:
-    """`mailer show`: the person's file as text."""
+def describe_person(found: Person, zone: tzinfo) -> list[str]:
+    """`mailer show`: the person's file as text, times in the campaign's `zone`."""
     lines = [f"{found.address}"]
     for doc in found.registrations:
         events = ", ".join(f"{k}: {v}" for k, v in doc.get("events", {}).items()) or "none"
         lines += [f"registration [{doc.get('status')}]: {doc.get('name')} | "
                   f"{doc.get('position')} | {doc.get('city')} | {doc.get('phone')} | {events}"]
         lines += _sources_line(doc.get("sources"), "  ")
-        lines += [f"  earlier ({old.get('updated', '')[:16]}): {old.get('status')}, "
+        lines += [f"  earlier ({shown_time(old.get('updated'), zone)}): {old.get('status')}, "
                   f"{old.get('city')}, {old.get('events')}" for old in doc.get("history", [])]
     for doc in found.deliveries:
         note = " (bounced)" if doc.get("bounced") else \
             " (not delivered: temporary reason, the server gave up)" \
             if doc.get("undelivered") else ""
-        lines.append(f"out {(doc.get('at') or '')[:16]}  {doc.get('kind')}: {doc.get('status')}"
+        lines.append(f"out {shown_time(doc.get('at'), zone)}  {doc.get('kind')}: "
+                     f"{doc.get('status')}"
                      f"{note}")
     for doc in found.inbound:
-        lines.append(f"in  {doc.get('received', '')[:16]}  {doc.get('kind')}: "
+        lines.append(f"in  {shown_time(doc.get('received'), zone)}  {doc.get('kind')}: "
                      f"{doc.get('subject')!r}  answer: {doc.get('answer') or '-'}  "
                      f"raw: {message_path(found.folder, doc.get('path')) or '-'}")
         read = doc.get("read") or {}
@@ -288,7 +289,7 @@ def describe_person(found: Person) -> list[str]:
             lines += _sources_line(person.get("sources"), "        ")
         lines += [f"      problem: {e['field']}: {e['message']}" for e in read.get("errors", [])]
     for doc in found.answers:
-        lines.append(f"out {doc.get('created', '')[:16]}  answer {doc.get('template')}: "
+        lines.append(f"out {shown_time(doc.get('created'), zone)}  answer {doc.get('template')}: "
                      f"{doc.get('status')}  {doc.get('message_id')}")
     return lines
 

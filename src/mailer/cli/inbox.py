@@ -43,7 +43,8 @@ _HEAD_BYTES = 64 * 1024  # enough to find a message's first header
 def inspect(app: App, eml: Path, received: str | None, as_json: bool) -> None:
     """What the service makes of one message; nothing is stored or sent."""
     settings = app.settings()
-    when = parse_time(received, settings, "--received") if received else app.clock.now()
+    when = (parse_time(received, settings, "--received") if received else app.clock.now()
+            ).astimezone(settings.campaign.timezone)  # shown in the campaign's zone
     own = settings.own_addresses
     book = _contact_book(settings)
     reading = understand(read_message_file(eml), received=when, events=settings.events,

@@ -16,6 +16,7 @@ import click
 from mailer import erase, reasons, staff
 from mailer.audit import AuditLog
 from mailer.cli.app import App, confirm, parse_time
+from mailer.clock import shown_time
 from mailer.contacts import read_contacts
 from mailer.errors import MailerError, UsageError
 from mailer.models import CURRENT_STATUSES
@@ -121,7 +122,8 @@ def registrations(app: App, event_id: str | None, status_filter: str | None, fmt
     settings = app.settings()
     events = [settings.event(event_id)] if event_id else list(settings.events)
     with open_state(settings.storage, writer=False) as store:
-        records = registration_records(store, event=event_id, status=status_filter)
+        records = registration_records(store, event=event_id, status=status_filter,
+                                       zone=settings.campaign.timezone)
     if fmt != "table":  # data leaving in a form for other programs; the table is for the screen
         record_export(settings.storage, actor=None, at=app.clock.now(), fmt=fmt,
                       rows=len(records), filters={"event": event_id, "status": status_filter},
@@ -152,7 +154,7 @@ def show(app: App, email: str) -> None:
         found = staff.person(store, email)
     if not (found.registrations or found.inbound or found.answers or found.deliveries):
         raise MailerError(f"nothing is stored about {email}")
-    for line in describe_person(found):
+    for line in describe_person(found, settings.campaign.timezone):
         click.echo(line)
 
 
@@ -195,7 +197,9 @@ def review(app: App, /, handled_key: str | None, note: str, release_key: str | N
     with open_state(settings.storage, writer=False) as store:
         waiting = staff.review_queue(store)
         held = {d["key"] for d in waiting if staff.held_answer(store, d["key"])}
-    rows = [[d["key"][:12], d.get("received", "")[:16], d.get("sender", ""), d.get("kind", ""),
+    zone = settings.campaign.timezone
+    rows = [[d["key"][:12], shown_time(d.get("received"), zone), d.get("sender", ""),
+             d.get("kind", ""),
              d.get("subject", "")[:40], _why(d, held=d["key"] in held)] for d in waiting]
     click.echo("\n".join(format_table(["id", "received", "sender", "kind", "subject", "why"],
                                       rows)))
