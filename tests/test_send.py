@@ -66,6 +66,11 @@ def test_every_header_of_the_spec(make_workspace: Any, smtp_sink: tuple[SmtpSink
         assert text is not None and html is not None
         assert "Imię i nazwisko:" in text.get_content()
         assert "RODO" in text.get_content()
+        # The invitee's data come from the contact list (art. 14: source and categories) and
+        # lateness is decided automatically (art. 22: how to ask for a human).
+        for part in (" ".join(text.get_content().split()), html.get_content()):
+            assert "art. 13 i 14" in part and "pochodzą z listy osób do kontaktu" in part
+            assert "rozpatrzenia zgłoszenia przez pracownika" in part
         assert "<html" in html.get_content()
         assert "26 października 2020" in text.get_content()
     assert len(ids) == 5
