@@ -56,7 +56,8 @@ def expected(name: str, root: Path) -> str:
 
 def test_old_state_reads_as_it_did(tmp_path: Path) -> None:
     """status, status --cities, registrations, review and show print what 0.1.0 printed,
-    before and after the upgrade."""
+    before and after the upgrade (times since in the campaign's zone, with its offset: the
+    expected outputs were updated for that, and only for that, in issue 16)."""
     ws = old_state(tmp_path / "old")
     for name, args in READ_COMMANDS.items():
         assert ws.run(*args, now=NOW, check=True).stdout == expected(name, ws.root), name
