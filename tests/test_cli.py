@@ -9,9 +9,11 @@ from typing import Any
 import pytest
 
 from mailer import __version__
+from mailer.cli.main import cli
 from mailer.doctor import Level, check_security
+from mailer.settings import key_line
 from mailer.skeleton import skeleton_files
-from tests.conftest import REPO, Workspace
+from tests.conftest import REPO, Workspace, free_port
 
 
 def replace_in_config(ws: Workspace, old: str, new: str) -> None:
@@ -39,6 +41,51 @@ def test_config_mistakes_name_file_and_key(make_workspace: Any, old: str, new: s
     assert result.returncode == 1
     assert expected in result.stderr and str(ws.config) in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(("old", "added", "said"), [
+    ("timeout = 5\n", "prot = 25",
+     "[smtp] prot: unknown key; expected one of allow_plaintext_login, ca_file, connections"),
+    ('id = "pim"\n', 'colour = "red"',
+     "[event #2] colour: unknown key; expected one of aliases, deadline, id, place, starts"),
+    ("[storage]\n", "[colours]",
+     "[colours]: unknown table; expected one of the tables answers, campaign, event, imap"),
+])
+def test_unknown_key_names_file_line_and_what_is_expected(make_workspace: Any, old: str,
+                                                          added: str, said: str) -> None:
+    """An unknown key or table is named with the file's line and the names allowed there
+    (issue 16: it said "got 'an unknown key'", with no line)."""
+    ws = make_workspace()
+    new = f"{added}\n\n{old}" if added.startswith("[") else f"{old}{added}\n"
+    replace_in_config(ws, old, new)
+    line = ws.config.read_text(encoding="utf-8").splitlines().index(added) + 1
+    result = ws.run("check")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"error: {ws.config}:{line}: {said}" in result.stderr
+    assert "an unknown" not in result.stderr
+
+
+def test_a_close_unknown_key_gets_a_hint(make_workspace: Any) -> None:
+    """A misspelt key is answered with the allowed name closest to it."""
+    ws = make_workspace()
+    replace_in_config(ws, "timeout = 5", "timeout = 5\nprot = 25")
+    assert "hint: did you mean 'port'?" in ws.run("check").stderr
+
+
+def test_key_line_finds_the_key_in_its_own_table() -> None:
+    """The same key in two tables, or in the second [[event]], is found where it was set;
+    quoted keys, dotted keys and sub-table headers count; an inline table is not found."""
+    text = ('top = 1\n[smtp]\nport = 1\n\n[imap] # inbox\n"port" = 2\n[[event]]\nx = 1\n'
+            "[[event]]\n  x.y = 2\n[smtp.tls]\na = 1\n[answers]\ninline = { k = 1 }\n")
+    assert key_line(text, None, "top") == 1
+    assert key_line(text, "smtp", "port") == 3
+    assert key_line(text, "imap", "port") == 6
+    assert key_line(text, "event", "x", nth=1) == 8
+    assert key_line(text, "event", "x", nth=2) == 10
+    assert key_line(text, "smtp", "tls") == 11
+    assert key_line(text, None, "answers") == 13
+    assert key_line(text, "answers", "k") is None
+    assert key_line(text, "imap", "host") is None
 
 
 def test_missing_config_file_has_a_hint(tmp_path: Any) -> None:
@@ -96,7 +143,7 @@ def test_check_reports_invalid_rows_and_exits_1(make_workspace: Any) -> None:
     assert result.returncode == 1
     assert "list.csv:3" in result.stderr and "not-an-address" in result.stderr
     assert "list.csv:4" in result.stderr and "duplicate" in result.stderr
-    assert "1 contacts, 1 invalid, 1 duplicates" in result.stdout
+    assert "1 contact, 1 invalid, 1 duplicate;" in result.stdout  # issue 16: agreement
 
 
 def test_check_passes_on_the_default_campaign() -> None:
@@ -213,6 +260,32 @@ def test_doctor_warns_of_clear_text_logins(table: str) -> None:
     assert check_security(table, "tls", "organizer", "mail.example.gov.pl") == []
 
 
+def test_refused_imap_connection_is_explained(make_workspace: Any) -> None:
+    """`watch --once` with nothing listening on the [imap] port: one line saying so and a
+    hint where to look, exit 1 (issue 16: it printed a raw ConnectionRefusedError(111, …))."""
+    port = free_port()
+    ws = make_workspace(imap_port=port)
+    result = ws.run("watch", "--once")
+    assert result.returncode == 1, result.stdout
+    assert f"error: cannot connect to IMAP 127.0.0.1:{port}: connection refused\n" in result.stderr
+    assert "hint: is the IMAP server running, and are [imap] host, port and security right" \
+        in result.stderr and "`mailer doctor` checks them" in result.stderr
+    assert "Traceback" not in result.stderr and "ConnectionRefusedError" not in result.stderr
+
+
+def test_refused_smtp_connection_is_explained(make_workspace: Any) -> None:
+    """A test send with nothing listening on the [smtp] port says so in words, exit 1
+    (issue 16: it printed aiosmtplib's SMTPConnectError text with its errno)."""
+    port = free_port()
+    ws = make_workspace(port=port)
+    result = ws.run("send", "--to", "test@example.com")
+    assert result.returncode == 1, result.stdout
+    assert f"cannot connect to SMTP 127.0.0.1:{port}: connection refused" in result.stderr
+    assert "Traceback" not in result.stderr and "SMTPConnectError" not in result.stderr
+    assert "Errno" not in result.stderr
+    assert "None" not in result.stderr and "mailer doctor" in result.stderr
+
+
 def test_init_writes_a_campaign_folder_that_checks(tmp_path: Path) -> None:
     """`mailer init DIR` writes the packaged campaign (bilingual comments, templates, the
     Windows-1250 sample list, a .gitignore for state/), says what to edit, and it checks."""
@@ -266,3 +339,16 @@ def test_version_is_the_package_version() -> None:
     """`mailer --version` prints the installed package's version."""
     result = Workspace(REPO).run("--version", check=True)
     assert result.stdout.strip() == f"mailer, version {__version__}"
+
+
+def test_help_lists_each_command_summary_whole(tmp_path: Path) -> None:
+    """`mailer --help` shows every command's summary whole, wrapped: never cut to "…(a..."
+    or at an abbreviation's full stop ("RODO art."), issue 16."""
+    result = Workspace(tmp_path).run("--help", check=True, COLUMNS="80")
+    section = result.stdout.split("Commands:", 1)[1]
+    assert "..." not in section
+    assert not [line for line in section.splitlines() if line.rstrip().endswith("art.")]
+    listed = " ".join(section.split())
+    for name, command in cli.commands.items():
+        first_paragraph = " ".join((command.help or "").split("\n\n")[0].split())
+        assert f"{name} {first_paragraph}" in listed

@@ -452,6 +452,25 @@ def test_inspect_json(make_workspace: Any, tmp_path: Any) -> None:
     assert not ws.state.exists()
 
 
+def test_inspect_text_shows_a_dash_for_what_is_absent(make_workspace: Any,
+                                                      tmp_path: Any) -> None:
+    """`mailer inspect` (text) shows "-" for a value the message lacks, never the word None
+    (issue 16): a message with no sender, a form with no position nor phone."""
+    ws = make_workspace()
+    anonymous = tmp_path / "anonymous.eml"
+    anonymous.write_bytes(b"Subject: pytanie\r\n\r\nCzy warsztat jest nagrywany?\r\n")
+    partial = tmp_path / "partial.eml"
+    partial.write_bytes(reply("jan.kowalski@gdynia.example.com", "Imię i nazwisko: Jan "
+                              "Kowalski\nMiasto: Gdynia\nWydarzenie: pim\n"))
+    shown = ws.run("inspect", str(anonymous), check=True).stdout
+    assert "sender: -  received:" in shown and "None" not in shown
+    shown = ws.run("inspect", str(partial), "--received", "2020-10-28T12:00:00+01:00",
+                   check=True).stdout
+    assert ("registrant 1: Jan Kowalski | - | Gdynia | jan.kowalski@gdynia.example.com | - | "
+            "pim: confirmed") in shown
+    assert "None" not in shown
+
+
 async def test_over_size_message_is_kept_as_headers(inbox_ws: Any, make_workspace: Any,
                                                     smtp_sink: tuple[SmtpSink, int]) -> None:
     """A message over max_message_bytes is stored from its headers only, for review."""

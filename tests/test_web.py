@@ -414,7 +414,7 @@ def test_review_queue_lists_what_waits(shared: Workspace) -> None:
     """Both not-understood messages, with a link to each and the reason."""
     html = signed_in(shared).get("/review").text
     assert "Pytanie o nagranie" in html and "Prośba o kontakt" in html
-    assert "nie zrozumiano treści" in html and "2 wiadomości czeka" in html
+    assert "nie zrozumiano treści" in html and "2 wiadomości czekają" in html
     assert "Do przejrzenia (2)" in html
 
 

@@ -11,7 +11,7 @@ import aiosmtplib
 import dns.exception
 import dns.resolver
 
-from mailer.errors import MailerError
+from mailer.errors import MailerError, connection_problem
 from mailer.imap_client import ImapError, ImapInbox
 from mailer.settings import Settings, is_loopback, plaintext_login
 from mailer.smtp_client import tls_context
@@ -69,6 +69,8 @@ def _smtp_advice(where: str, security: str, err: BaseException) -> str:
                 "security = tls on port 465; nothing was sent, no password either")
     if "certificate" in text.lower():
         return f"{where}: the certificate is not trusted ({text}); for a private CA set ca_file"
+    if isinstance(err, aiosmtplib.SMTPConnectError):  # "connection refused", not the repr
+        text = connection_problem(err)
     return (f"cannot talk to {where}: {text}; is the server running, and are [smtp] host, "
             "port and security right?")
 

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import aioimaplib
 
-from mailer.errors import MailerError
+from mailer.errors import MailerError, connection_problem
 from mailer.settings import ImapSettings
 
 log = logging.getLogger(__name__)
@@ -157,12 +157,22 @@ class ImapInbox:
                 self.client = aioimaplib.IMAP4(host=s.host, port=s.port, timeout=self.timeout,
                                                conn_lost_cb=on_lost)
             await self._guard(self.client.wait_hello_from_server(), "connect")
-        except ImapError:
-            raise
-        except (OSError, ssl.SSLError) as err:
-            raise ImapError(f"{self.where}: cannot connect: {err}") from err
+        except ImapError as err:
+            if not isinstance(err.__cause__, OSError):
+                raise
+            raise self._unreachable(err.__cause__) from err.__cause__
+        except OSError as err:  # ssl.SSLError is one
+            raise self._unreachable(err) from err
         await self._login()
         await self._select()
+
+    def _unreachable(self, err: OSError) -> ImapError:
+        """The server cannot be reached (refused, unknown host, TLS): what, and where to look."""
+        s = self.settings
+        return ImapError(
+            f"cannot connect to IMAP {self.where}: {connection_problem(err)}",
+            hint=f"is the IMAP server running, and are [imap] host, port and security right "
+                 f"(now {s.host}, {s.port}, {s.security})? `mailer doctor` checks them")
 
     async def _login(self) -> None:
         assert self.client is not None

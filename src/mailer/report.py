@@ -74,11 +74,13 @@ class CityRow:
 
     def notes(self) -> str:
         """The counts worth a human's attention, e.g. "1 bounced, 1 auto-reply"."""
-        counts = [(self.review, "for review"), (self.bounced, "bounced"),
-                  (self.unsubscribed, "unsubscribed"),
-                  (self.incomplete, "incomplete"), (self.cancelled, "cancelled"),
-                  (self.auto_replies, "auto-reply")]
-        return ", ".join(f"{n} {what}" for n, what in counts if n)
+        # (count, singular, plural): only "auto-reply" is a noun; the adjectives never change.
+        counts = [(self.review, "for review", "for review"), (self.bounced, "bounced", "bounced"),
+                  (self.unsubscribed, "unsubscribed", "unsubscribed"),
+                  (self.incomplete, "incomplete", "incomplete"),
+                  (self.cancelled, "cancelled", "cancelled"),
+                  (self.auto_replies, "auto-reply", "auto-replies")]
+        return ", ".join(plural(n, one, many) for n, one, many in counts if n)
 
 
 def registration_rows(store: Store) -> list[RegistrationRow]:
@@ -172,6 +174,15 @@ def _standing(row: CityRow) -> CityStatus:
     if row.bounced and not row.invited:
         return CityStatus.BOUNCED
     return CityStatus.INVITED if row.invited else CityStatus.NOT_SENT
+
+
+def plural(n: int, one: str, many: str) -> str:
+    """The count and its noun, agreeing: "1 new message", "0 new messages", "2 new messages".
+
+    `one` and `many` may carry a verb too ("message waits", "messages wait") so the whole
+    phrase agrees (issue 16: "1 new messages" read as a slip).
+    """
+    return f"{n} {one if n == 1 else many}"
 
 
 def format_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:

@@ -19,6 +19,7 @@ from mailer.reading.decide import Answer, EventStatus
 from mailer.reading.understand import Reading, reply_subject
 from mailer.reasons import Code, Reason
 from mailer.render import OutgoingMessage, Renderer, display_name
+from mailer.report import plural
 from mailer.settings import Event, Settings
 from mailer.smtp_client import Outcome, RateLimiter, SmtpSession
 from mailer.store import Doc, Store
@@ -188,8 +189,9 @@ async def flush_outbox(store: Store, renderer: Renderer, settings: Settings,
     due = waiting[:allowance]
     capped = len(waiting) - len(due)
     if capped:
-        log.warning("hourly cap of %d answers reached (answers.max_per_hour): %d wait "
-                    "for a later hour", settings.answers.max_per_hour, capped)
+        log.warning("hourly cap of %s reached (answers.max_per_hour): %s for a later hour",
+                    plural(settings.answers.max_per_hour, "answer", "answers"),
+                    plural(capped, "answer waits", "answers wait"))
     if not due:
         return 0, capped
     flush = _Flush(store, renderer, settings, due, now=now, audit=audit)
@@ -271,8 +273,9 @@ class _Flush:
         else:  # temporary or quota: the server is unwell, try again on the next pass
             self.stopped = True
             self.deferred += 1
-            log.info("answer to message %s waits (%s %s); %d answers wait", doc["key"][:12],
-                     attempt.code or "", attempt.text, self.pending)
+            log.info("answer to message %s waits (%s %s); %s", doc["key"][:12],
+                     attempt.code or "", attempt.text,
+                     plural(self.pending, "answer waits", "answers wait"))
             await self.store.put(ANSWERS, doc["key"], update)
             return
         # Journalled with the answer's new status, then logged (issue 12).

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import difflib
 import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -22,6 +24,8 @@ SECURITY_SMTP = ("none", "starttls", "tls")
 SECURITY_IMAP = ("none", "tls")
 
 T = TypeVar("T")
+# A table header line: [name], [[name]], [a.b] or [ "a" . b ], a comment allowed after it.
+_HEADER = re.compile(r"""^\s*\[\[?\s*([\w.\-"' ]+?)\s*\]\]?\s*(?:#.*)?$""")
 
 
 @dataclass(frozen=True)
@@ -185,6 +189,35 @@ def plaintext_login(security: str, username: str, host: str) -> bool:
     return bool(username) and security == "none" and not is_loopback(host)
 
 
+def _header_name(raw: str) -> str:
+    """`"smtp" . tls` → `smtp.tls`: a header's dotted name without quotes or spaces."""
+    return ".".join(part.strip().strip("\"'") for part in raw.split("."))
+
+
+def key_line(text: str, table: str | None, key: str, nth: int = 1) -> int | None:
+    """The line (from 1) of the campaign file `text` that sets `key` in `table` (the `nth`
+    of an array of tables such as [[event]]; None: the top level, where `key` may be a
+    table's header too); None when not found (an inline table). tomllib keeps no positions,
+    so this is a linear scan of the lines, tracking the table each header opens."""
+    quoted = re.escape(key)
+    setting = re.compile(rf"""^\s*(?:{quoted}|"{quoted}"|'{quoted}')\s*[=.]""")
+    below = f"{table}.{key}" if table else key  # a sub-table's header: [smtp.tls]
+    wanted = nth if table else 0  # headers of `table` seen so far when in the right one
+    current: str | None = None
+    seen = 0
+    for number, line in enumerate(text.splitlines(), start=1):
+        header = _HEADER.match(line)
+        if header:
+            current = _header_name(header.group(1))
+            if current == table:
+                seen += 1
+            if seen == wanted and (current == below or current.startswith(below + ".")):
+                return number
+        elif current == table and seen == wanted and setting.match(line):
+            return number
+    return None
+
+
 def resolve_config_path(option: str | None) -> Path:
     """`-c PATH`, else $MAILER_CONFIG, else ./campaign.toml."""
     return Path(option or os.environ.get("MAILER_CONFIG") or DEFAULT_CONFIG)
@@ -193,7 +226,8 @@ def resolve_config_path(option: str | None) -> Path:
 def load_settings(path: Path) -> Settings:
     """Read and check the campaign file; every problem is a ConfigError naming file and key."""
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        raw = tomllib.loads(text)
     except FileNotFoundError as err:
         raise ConfigError(
             f"{path}: campaign file not found",
@@ -206,14 +240,15 @@ def load_settings(path: Path) -> Settings:
     # Absolute but not resolved: relative paths start beside the file as named, so a
     # campaign.toml symlinked elsewhere (the checkout's, into the package) keeps its
     # state/ and lists beside the link.
-    return _Loader(Path(os.path.abspath(path))).settings(raw)
+    return _Loader(Path(os.path.abspath(path)), text).settings(raw)
 
 
 class _Loader:
     """Turns the parsed TOML into settings; knows the file name for every message."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, text: str = "") -> None:
         self.path = path
+        self.text = text  # the file as read: unknown keys are found in it by line
 
     def fail(self, where: str, expected: str, got: object = None) -> ConfigError:
         tail = "" if got is None else f", got {got!r}"
@@ -225,9 +260,22 @@ class _Loader:
             raise self.fail(f"[{name}]", "a table")
         unknown = sorted(set(value) - allowed)
         if unknown:
-            raise self.fail(f"[{name}] {unknown[0]}", "one of " + ", ".join(sorted(allowed)),
-                            "an unknown key")
+            raise self.unknown(name, unknown[0], allowed)
         return value
+
+    def unknown(self, table: str | None, key: str, allowed: set[str], *, nth: int = 1,
+                where: str = "") -> ConfigError:
+        """`FILE:LINE: [table] key: unknown key; expected one of …`, the line found in the
+        file (left out when not found), and the closest allowed name as a hint."""
+        line = key_line(self.text, table, key, nth)
+        at = f"{self.path}:{line}" if line else str(self.path)
+        close = difflib.get_close_matches(key, sorted(allowed), n=1)
+        hint = f"did you mean {close[0]!r}?" if close else None
+        if table is None:
+            return ConfigError(f"{at}: [{key}]: unknown table; expected one of the tables "
+                               + ", ".join(sorted(allowed)), hint=hint)
+        return ConfigError(f"{at}: [{where or table}] {key}: unknown key; expected one of "
+                           + ", ".join(sorted(allowed)), hint=hint)
 
     def get(self, tab: Mapping[str, Any], where: str, key: str, kind: Callable[[Any], T],
             default: T | None = None) -> T:
@@ -238,10 +286,10 @@ class _Loader:
         return kind(tab[key])
 
     def settings(self, raw: dict[str, Any]) -> Settings:
-        unknown = sorted(set(raw) - {"campaign", "event", "smtp", "imap", "answers", "storage"})
+        tables = {"campaign", "event", "smtp", "imap", "answers", "storage"}
+        unknown = sorted(set(raw) - tables)
         if unknown:
-            raise self.fail(unknown[0], "one of the tables campaign, event, smtp, imap, answers, "
-                            "storage", "an unknown table")
+            raise self.unknown(None, unknown[0], tables)
         campaign = self.campaign(raw)
         events = self.events(raw, campaign.timezone)
         storage = self.table(raw, "storage", {"path"})
@@ -388,8 +436,7 @@ class _Loader:
                 raise self.fail(f"[[event]] #{number}", "a table")
             unknown = sorted(set(tab) - allowed)
             if unknown:
-                raise self.fail(f"[{where}] {unknown[0]}", "one of " + ", ".join(sorted(allowed)),
-                                "an unknown key")
+                raise self.unknown("event", unknown[0], allowed, nth=number, where=where)
             event_id = self.string(tab, where, "id", nonempty=True)
             if not event_id.replace("-", "").replace("_", "").isalnum():
                 raise self.fail(f"[{where}] id", "letters, digits, '-' or '_'", event_id)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import aiosmtplib
 from aiosmtplib.typing import SMTPStatus
 
-from mailer.errors import DeliveryError
+from mailer.errors import DeliveryError, connection_problem
 from mailer.settings import Settings, SmtpSettings
 
 log = logging.getLogger(__name__)
@@ -149,8 +149,16 @@ class SmtpSession:
         except (TimeoutError, aiosmtplib.SMTPException, OSError) as err:
             # Timeouts and drops leave the session in an unknown state: start afresh.
             await self.close()
-            return Attempt(Outcome.TEMPORARY, None, f"{type(err).__name__}: {err}")
+            return Attempt(Outcome.TEMPORARY, None, self._trouble(err))
         return Attempt(Outcome.SENT, 250, reply)
+
+    def _trouble(self, err: BaseException) -> str:
+        """A network failure in words: "cannot connect to SMTP host:port: connection
+        refused" when no connection was made (not aiosmtplib's repr), else type and text."""
+        if isinstance(err, aiosmtplib.SMTPConnectError):
+            where = f"{self.settings.host}:{self.settings.port}"
+            return f"cannot connect to SMTP {where}: {connection_problem(err)}"
+        return f"{type(err).__name__}: {err}"
 
     async def _refused(self, err: aiosmtplib.SMTPResponseException) -> Attempt:
         attempt = Attempt(sort_reply(err.code, err.message), err.code, err.message)

@@ -34,6 +34,7 @@ from mailer.reading.decide import EventStatus, decide_registration
 from mailer.reading.understand import Reading, understand
 from mailer.reading.validate import validate_draft
 from mailer.reasons import Code, Reason
+from mailer.report import plural
 from mailer.settings import Settings
 from mailer.store import Doc, Store
 
@@ -80,7 +81,7 @@ def _waiting(store: Store, key: str) -> Doc:
     matches = [d for d in review_queue(store) if d["key"].startswith(key)]
     if len(matches) != 1:
         raise MailerError(
-            f"{key!r} matches {len(matches)} messages waiting for review",
+            f"{key!r} matches {plural(len(matches), 'message', 'messages')} waiting for review",
             hint="use the id (or a unique start of it) that `mailer review` lists")
     return matches[0]
 

@@ -48,6 +48,7 @@ from mailer.reading.understand import (
 from mailer.reading.workers import Read, Readers, ReadFailure, failure_of
 from mailer.reasons import Code, Reason
 from mailer.render import Renderer
+from mailer.report import plural
 from mailer.respond import answer_doc, flush_outbox
 from mailer.settings import Settings
 from mailer.smtp_client import SmtpSession
@@ -74,7 +75,8 @@ class WatchReport:
         kinds = ", ".join(f"{k} {n}" for k, n in sorted(self.kinds.items())) or "none"
         # Never silent (issue 13): a message the reader could not settle is said out loud.
         review = f"; {self.review} waiting for review (mailer review)" if self.review else ""
-        return (f"{self.new} new messages ({kinds}); answers sent {self.answers_sent}, "
+        return (f"{plural(self.new, 'new message', 'new messages')} ({kinds}); "
+                f"answers sent {self.answers_sent}, "
                 f"waiting {self.answers_pending}{review}")
 
 

@@ -60,17 +60,25 @@ def inspect(app: App, eml: Path, received: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(data, ensure_ascii=False, indent=2))
         return
-    click.echo(f"kind: {data['kind']} ({reading.classification.reason})")
-    click.echo(f"sender: {data['sender']}  received: {data['received']}")
+    click.echo(f"kind: {data['kind']} ({_shown(reading.classification.reason)})")
+    click.echo(f"sender: {_shown(data['sender'])}  received: {data['received']}")
     for number, person in enumerate(data["registrants"], start=1):
         events = ", ".join(f"{k}: {v}" for k, v in person["events"].items()) or "none"
-        click.echo(f"registrant {number}: {person['name']} | {person['position']} | "
-                   f"{person['city']} | {person['email']} | {person['phone']} | {events}")
+        fields = " | ".join(_shown(person[key]) for key in _REGISTRANT_FIELDS)
+        click.echo(f"registrant {number}: {fields} | {events}")
     for error in data["errors"]:
-        click.echo(f"  {error['field']}: {error['message']}")
+        click.echo(f"  {_shown(error['field'])}: {_shown(error['message'])}")
     if data["bounced"]:
         click.echo(f"bounced: {', '.join(data['bounced'])}")
     click.echo(f"answer: {data['answer'] or 'none'}")
+
+
+_REGISTRANT_FIELDS = ("name", "position", "city", "email", "phone")  # inspect's columns
+
+
+def _shown(value: object) -> str:
+    """A value for `inspect`'s text output: "-" when absent (None or empty), never "None"."""
+    return "-" if value is None or value == "" else str(value)
 
 
 def _contact_book(settings: Settings) -> ContactBook | None:

@@ -6,6 +6,7 @@ staff, tools) and are added to the group here, by name, not by the side effect o
 
 from __future__ import annotations
 
+import inspect
 import logging
 import sys
 from pathlib import Path
@@ -34,7 +35,28 @@ def _configure_logging(verbose: int) -> None:
     logging.getLogger("mailer").setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def summary(command: click.Command) -> str:
+    """A command's line in `mailer --help`: its short_help, else the first paragraph of its
+    help, whole. Click's own cuts at 45-60 characters ("… (a...") and at the first word
+    ending in a full stop, mid-phrase ("(RODO art.") — issue 16."""
+    if command.short_help:
+        return command.short_help
+    paragraph = inspect.cleandoc(command.help or "").split("\n\n", 1)[0]
+    return " ".join(word for word in paragraph.split() if word != "\b")
+
+
+class _Group(click.Group):
+    """The `mailer` group: lists every command with its whole summary, wrapped, not cut."""
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, summary(command)) for name in self.list_commands(ctx)
+                if (command := self.get_command(ctx, name)) is not None and not command.hidden]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-c", "--config", type=click.Path(path_type=Path), default=None,
               help="Campaign file (default: $MAILER_CONFIG or ./campaign.toml).")
 @click.option("-v", "--verbose", count=True, help="More log lines (-vv: debug).")

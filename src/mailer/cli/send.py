@@ -25,6 +25,7 @@ from mailer.models import DeliveryKind
 from mailer.reading.decide import Answer
 from mailer.remind import ReminderGroup, plan_reminders
 from mailer.render import Renderer
+from mailer.report import plural
 from mailer.respond import build_answer, sample_answer
 from mailer.settings import Settings
 from mailer.smtp_client import Outcome, SmtpSession
@@ -62,11 +63,14 @@ def check(app: App) -> None:
     templates += [str(answer) for answer in Answer]
     open_ids = ", ".join(e.id for e in settings.open_events(now)) or "none"
     click.echo(f"{settings.path}: campaign {settings.campaign.name!r}: "
-               f"{len(contacts.contacts)} contacts, {len(contacts.invalid)} invalid, "
-               f"{len(contacts.duplicates)} duplicates; templates {', '.join(templates)} "
+               f"{plural(len(contacts.contacts), 'contact', 'contacts')}, "
+               f"{len(contacts.invalid)} invalid, "
+               f"{plural(len(contacts.duplicates), 'duplicate', 'duplicates')}; "
+               f"templates {', '.join(templates)} "
                f"render for every contact; events open now: {open_ids}")
     if contacts.invalid:
-        raise MailerError(f"{len(contacts.invalid)} contact rows are invalid (listed above)",
+        rows = plural(len(contacts.invalid), "contact row is", "contact rows are")
+        raise MailerError(f"{rows} invalid (listed above)",
                           hint="fix or remove them; `send` skips them")
 
 
@@ -173,12 +177,14 @@ def send(app: App, dry_run: bool, limit: int | None, test_to: str | None, yes: b
         if dry_run:
             for contact in todo:
                 renderer.invitation(contact)
-            click.echo(f"dry run: {len(todo)} invitations would be sent "
+            invitations = plural(len(todo), "invitation", "invitations")
+            click.echo(f"dry run: {invitations} would be sent "
                        f"({report.already} already sent, {report.suppressed} suppressed)")
             return
         if todo:
-            confirm(f"Send {len(todo)} invitations of {settings.campaign.name!r} "
-                     f"via {settings.smtp.host}:{settings.smtp.port}?", yes=yes)
+            confirm(f"Send {plural(len(todo), 'invitation', 'invitations')} of "
+                    f"{settings.campaign.name!r} via {settings.smtp.host}:{settings.smtp.port}?",
+                    yes=yes)
         audit = AuditLog(settings.storage)
         with _progress(len(todo), "sending") as progress:
             sender = CampaignSender(settings, renderer, store, now=app.clock.now,
@@ -202,7 +208,8 @@ def _finish(result: SendReport, planned: SendReport) -> None:
     if result.stopped:
         click.echo(result.stopped, err=True)
     if result.pending:
-        click.echo(f"{len(result.deferred)} messages wait for the next run "
+        waiting = plural(len(result.deferred), "message waits", "messages wait")
+        click.echo(f"{waiting} for the next run "
                    "(temporary failures); rerun `mailer send` to resume", err=True)
         sys.exit(EXIT_PENDING)
 
@@ -225,7 +232,10 @@ def _test_send(settings: Settings, renderer: Renderer, contacts: ContactList, to
 
     attempt = asyncio.run(deliver())
     if attempt.outcome is not Outcome.SENT:
-        raise MailerError(f"test send to {to} failed: {attempt.code} {attempt.text}")
+        said = f"{attempt.code} {attempt.text}" if attempt.code else attempt.text
+        raise MailerError(f"test send to {to} failed: {said}", hint=None if attempt.code else (
+            "is the SMTP server running, and are [smtp] host, port and security right? "
+            "`mailer doctor` checks them"))
     click.echo(f"test message sent to {to} (as {sample.email} would get it); not recorded")
 
 
@@ -246,7 +256,7 @@ def remind(app: App, event_id: str | None, yes: bool) -> None:
         groups = plan_reminders(contacts.contacts, store, events, now=now)
         total = sum(len(g.contacts) for g in groups)
         if total:
-            confirm(f"Send {total} reminders?", yes=yes)
+            confirm(f"Send {plural(total, 'reminder', 'reminders')}?", yes=yes)
         audit = AuditLog(settings.storage)
         try:
             results = asyncio.run(_send_reminders(app, settings, store, groups, audit))

@@ -20,7 +20,7 @@ from mailer.clock import shown_time
 from mailer.contacts import read_contacts
 from mailer.errors import MailerError, UsageError
 from mailer.models import CURRENT_STATUSES
-from mailer.report import cities_table, city_status, format_table
+from mailer.report import cities_table, city_status, format_table, plural
 from mailer.staff import campaign_counts, counts_csv, describe_person, format_counts
 from mailer.store import open_state
 
@@ -32,14 +32,15 @@ log = logging.getLogger("mailer")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.pass_obj
 def forget(app: App, email: str, yes: bool) -> None:
-    """Erase that person's personal data (RODO art. 17), keeping a suppression hash."""
+    """Erase that person's personal data (RODO article 17), keeping a suppression hash."""
     settings = app.settings()
     confirm(f"Erase every record and message of {email}? This cannot be undone", yes=yes)
     with open_state(settings.storage, writer=True) as store:
         erasure = erase.forget(store, AuditLog(settings.storage), email, now=app.clock.now())
-    click.echo(f"erased {erasure.documents} records and {erasure.files} stored messages; "
-               f"redacted {erasure.audit_entries} audit entries; the address is kept only as "
-               f"{erasure.subject}, so it is never mailed again")
+    click.echo(f"erased {plural(erasure.documents, 'record', 'records')} and "
+               f"{plural(erasure.files, 'stored message', 'stored messages')}; redacted "
+               f"{plural(erasure.audit_entries, 'audit entry', 'audit entries')}; "
+               f"the address is kept only as {erasure.subject}, so it is never mailed again")
     click.echo("note: copies on the mail server (the IMAP folder) are not touched", err=True)
     # Logs are not state: they are the system's (journald, a file), and `forget` cannot edit
     # them (issue 12). The inbox side logs message keys; sending failures name the recipient.
@@ -55,7 +56,7 @@ def forget(app: App, email: str, yes: bool) -> None:
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.pass_obj
 def purge(app: App, before_text: str, yes: bool) -> None:
-    """Erase personal data of events that have ended (RODO art. 5(1)(e))."""
+    """Erase personal data of events that have ended (RODO article 5(1)(e))."""
     settings = app.settings()
     before = parse_time(before_text, settings, "--before")
     ends = {e.id: e.starts or e.deadline for e in settings.events}
@@ -132,7 +133,8 @@ def registrations(app: App, event_id: str | None, status_filter: str | None, fmt
         if out is None:
             raise UsageError("--format xlsx needs --out FILE.xlsx")
         to_xlsx(records, events, out, settings.campaign.timezone)
-        click.echo(f"wrote {out} ({len(records)} registrations)", err=True)
+        click.echo(f"wrote {out} ({plural(len(records), 'registration', 'registrations')})",
+                   err=True)
     elif fmt == "csv":
         _write_or_echo(to_csv(records, events), out)
     elif fmt == "json":
@@ -203,7 +205,8 @@ def review(app: App, /, handled_key: str | None, note: str, release_key: str | N
              d.get("subject", "")[:40], _why(d, held=d["key"] in held)] for d in waiting]
     click.echo("\n".join(format_table(["id", "received", "sender", "kind", "subject", "why"],
                                       rows)))
-    click.echo(f"{len(waiting)} messages wait for review", err=True)
+    click.echo(f"{plural(len(waiting), 'message waits', 'messages wait')} for review",
+               err=True)
 
 
 def _why(doc: dict[str, Any], *, held: bool) -> str:

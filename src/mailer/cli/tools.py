@@ -14,6 +14,7 @@ import click
 
 from mailer.cli.app import App
 from mailer.errors import MailerError
+from mailer.report import plural
 
 log = logging.getLogger("mailer")
 
@@ -24,7 +25,7 @@ def init(folder: Path) -> None:
     """Write a ready campaign folder (campaign file, templates, sample list) to edit."""
     from mailer.skeleton import write_campaign
     written = write_campaign(folder)
-    click.echo(f"A campaign in {folder} ({len(written)} files):")
+    click.echo(f"A campaign in {folder} ({plural(len(written), 'file', 'files')}):")
     click.echo("  campaign.toml          the campaign: sender, events and deadlines, servers "
                "(comments in Polish and English)")
     click.echo("  templates/             the newsletter, the reminder and the answers (Jinja2)")
@@ -63,7 +64,8 @@ def devserver(app: App, smtp_port: int | None, imap_port: int | None, folder: Pa
         log.warning("MAILER_NOW does not move arrival times: like a real server, the dev server "
                     "stamps mail with the real time (IMAP APPEND with a date sets any other)")
     server = run_until_stopped(options, click.echo)
-    click.echo(f"stopped; {server.delivered} messages delivered this run; "
+    click.echo(f"stopped; {plural(server.delivered, 'message', 'messages')} delivered "
+               "this run; "
                f"the mailboxes stay in {options.root}")
 
 
@@ -97,7 +99,7 @@ def doctor(app: App) -> None:
         click.echo(f"[{finding.level:>4}] {finding.check}: {finding.detail}")
     failed = [f for f in findings if f.level is Level.FAIL]
     if failed:
-        raise MailerError(f"{len(failed)} checks failed (see above)")
+        raise MailerError(f"{plural(len(failed), 'check', 'checks')} failed (see above)")
 
 
 COMMANDS = (init, devserver, demo, doctor)

@@ -33,6 +33,7 @@ from mailer.report import (
     cities_table,
     city_status,
     format_table,
+    plural,
     registration_rows,
     registrations_table,
 )
@@ -239,7 +240,7 @@ class Demo:
     def run(self) -> None:
         t = self.times
         self.echo(f"Workspace: {self.root} (a copy of {self.source}, its templates and "
-                  f"{len(self.contacts)} contacts)")
+                  f"{plural(len(self.contacts), 'contact', 'contacts')})")
         self.echo("Clock: the campaign keeps its own dates; each command runs on the "
                   "rehearsal clock MAILER_NOW. The officials' replies reach the "
                   "inbox by IMAP APPEND with the arrival time each case needs.")

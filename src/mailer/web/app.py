@@ -54,6 +54,8 @@ from mailer.web.views import (
     STANDING_PL,
     STATUS_PL,
     StateCache,
+    form_pl,
+    plural_pl,
     polish,
 )
 
@@ -156,7 +158,8 @@ class WebApp:
             kind=lambda v: polish(KIND_PL, v), answer=lambda v: polish(ANSWER_PL, v),
             delivery=lambda v: polish(DELIVERY_PL, v), field=lambda v: polish(FIELD_PL, v),
             source=lambda v: polish(SOURCE_PL, v),
-            review=reasons.polish, reason=reasons.polish, when=self.local_time)
+            review=reasons.polish, reason=reasons.polish, when=self.local_time,
+            plural_pl=plural_pl, form_pl=form_pl)  # a count before a noun agrees (issue 16)
         self.templates.globals["query"] = lambda **kw: urlencode(
             {k: v for k, v in kw.items() if v not in (None, "")})
 

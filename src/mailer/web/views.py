@@ -76,6 +76,21 @@ def polish(mapping: Mapping[str, str], value: object) -> str:
     return mapping.get(str(value), str(value) if value is not None else "")
 
 
+def form_pl(n: int, one: str, few: str, many: str) -> str:
+    """The Polish form for a count: `one` for 1, `few` for 2–4, 22–24, … (not 12–14),
+    `many` otherwise ("1 wiadomość czeka", "2 wiadomości czekają", "5 wiadomości czeka")."""
+    if n == 1:
+        return one
+    if n % 10 in (2, 3, 4) and n % 100 not in (12, 13, 14):
+        return few
+    return many
+
+
+def plural_pl(n: int, one: str, few: str, many: str) -> str:
+    """The count and its Polish form, agreeing (issue 16: "1 autoodpowiedzi" was a slip)."""
+    return f"{n} {form_pl(n, one, few, many)}"
+
+
 class StateCache:
     """The state as readers see it, read again only when its files change.
 
