@@ -146,6 +146,24 @@ def test_check_reports_invalid_rows_and_exits_1(make_workspace: Any) -> None:
     assert "1 contact, 1 invalid, 1 duplicate;" in result.stdout  # issue 16: agreement
 
 
+def test_check_reports_columns_the_templates_and_the_list_do_not_share(
+        make_workspace: Any) -> None:
+    """A column the templates read (guarded) that the list lacks, and a list column nobody
+    reads, are said by `check` (issue 16); the columns the service reads itself are not."""
+    ws = make_workspace()
+    ws.write_contacts([["a@gdynia.example.com", "Anna", "Lis", "Naczelnik", "Gdynia", "x"]],
+                      header=["email", "Imię", "nazwisko", "stanowisko", "miasto", "Uwagi"])
+    template = ws.root / "templates" / "newsletter.txt.j2"
+    template.write_text(template.read_text(encoding="utf-8") + "{% if recipient.tytul is "
+                        "defined %}{{ recipient.tytul }}{% endif %}\n", encoding="utf-8")
+    result = ws.run("check")
+    assert result.returncode == 0, result.stderr
+    assert "templates read recipient.tytul, but no contact list has a column 'tytul'" \
+        in result.stderr
+    # "Imię" is read (as recipient.imie), and so are the columns the service reads itself.
+    assert "1 column of the contact lists is read by no template: uwagi\n" in result.stderr
+
+
 def test_check_passes_on_the_default_campaign() -> None:
     """The shipped campaign, templates and contact list pass `mailer check`."""
     ws = Workspace(REPO)
@@ -153,6 +171,7 @@ def test_check_passes_on_the_default_campaign() -> None:
     assert result.returncode == 0, result.stderr
     assert "20 contacts, 0 invalid, 0 duplicates" in result.stdout
     assert "events open now: smart-city, pim" in result.stdout
+    assert "read by no template" not in result.stderr and "recipient." not in result.stderr
 
 
 def test_preview_writes_the_exact_message(make_workspace: Any) -> None:

@@ -316,6 +316,28 @@ class Renderer:
         self._templates[name] = result
         return result
 
+    def recipient_names(self, name: str) -> set[str]:
+        """The contact columns template `name` reads (`recipient.X`, `recipient["X"]`) in its
+        text, its HTML, the campaign's subject and every template they include."""
+        found: set[str] = set()
+        seen: set[str] = set()
+        sources = [(self._text_env, f"{name}.txt.j2"), (self._html_env, f"{name}.html.j2")]
+        try:
+            _recipient_names(self._text_env.parse(self.settings.campaign.subject), found, [])
+            while sources:
+                env, file = sources.pop()
+                if file in seen or not (self.settings.templates_dir / file).is_file():
+                    continue
+                seen.add(file)
+                assert env.loader is not None
+                tree = env.parse(env.loader.get_source(env, file)[0], file)
+                included: list[str] = []
+                _recipient_names(tree, found, included)
+                sources += [(env, other) for other in included]
+        except jinja2.TemplateError as err:
+            raise template_error(err, f"template {name}", self.settings.templates_dir) from err
+        return found
+
     def message_id(self, kind: str, key: str, *, secret: str = "") -> str:
         """A Message-ID that is the same each time the same message is built.
 
@@ -417,6 +439,24 @@ def _mime_body(text: str, html: str | None, message_id: str) -> bytes:
         b"\r\n--" + b + b"\r\n", _HTML_HEAD, encode_body(html),
         b"\r\n--" + b + b"--\r\n",
     ))
+
+
+def _recipient_names(tree: jinja2.nodes.Template, found: set[str], included: list[str]) -> None:
+    """Add to `found` what `tree` reads of `recipient`, to `included` the templates it names."""
+    nodes = jinja2.nodes
+
+    def of_recipient(node: jinja2.nodes.Expr) -> bool:
+        return isinstance(node, nodes.Name) and node.name == "recipient"
+
+    found.update(n.attr for n in tree.find_all(nodes.Getattr) if of_recipient(n.node))
+    found.update(n.arg.value for n in tree.find_all(nodes.Getitem) if of_recipient(n.node)
+                 and isinstance(n.arg, nodes.Const) and isinstance(n.arg.value, str))
+    names = [*(n.template for n in tree.find_all(nodes.Include)),
+             *(n.template for n in tree.find_all(nodes.Import)),
+             *(n.template for n in tree.find_all(nodes.FromImport)),
+             *(n.template for n in tree.find_all(nodes.Extends))]
+    included += [n.value for n in names
+                 if isinstance(n, nodes.Const) and isinstance(n.value, str)]
 
 
 def display_name(fields: Mapping[str, str]) -> str:

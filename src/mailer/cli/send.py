@@ -18,11 +18,18 @@ from rich.progress import Progress
 from mailer.audit import AuditLog
 from mailer.campaign import CampaignSender, SendReport, plan
 from mailer.cli.app import EXIT_PENDING, App, confirm
-from mailer.contacts import Contact, ContactList, normalize_key, read_contacts
+from mailer.contacts import (
+    Contact,
+    ContactList,
+    normalize_key,
+    read_contacts,
+    template_fields,
+)
 from mailer.errors import MailerError
 from mailer.export import write_private
 from mailer.models import DeliveryKind
 from mailer.reading.decide import Answer
+from mailer.reading.invited import COLUMNS_READ
 from mailer.remind import ReminderGroup, plan_reminders
 from mailer.render import Renderer
 from mailer.report import plural
@@ -54,6 +61,8 @@ def check(app: App) -> None:
     for contact in contacts.contacts:
         for name in templates:
             renderer.invitation(contact, template=name, extra={"open_events": settings.events})
+    _echo_columns(contacts, {column for name in templates
+                             for column in renderer.recipient_names(name)})
     now = app.clock.now()
     # Every answer the service can send, for the first contact: a missing or broken answer
     # template stops the check, not `watch` after it has registered everyone (issue 16).
@@ -72,6 +81,26 @@ def check(app: App) -> None:
         rows = plural(len(contacts.invalid), "contact row is", "contact rows are")
         raise MailerError(f"{rows} invalid (listed above)",
                           hint="fix or remove them; `send` skips them")
+
+
+def _echo_columns(contacts: ContactList, used: set[str]) -> None:
+    """Say which columns the templates read that no contact list has (a guarded one is left
+    out of every message), and which list columns neither the templates nor the service read
+    (a column headed unlike the template's name, say "Imie_nazwisko" for `recipient.imie`)."""
+    columns = sorted({name for contact in contacts.contacts for name in contact.fields})
+    if not columns:
+        return
+    known = set(template_fields(dict.fromkeys(columns, "")))  # "imię" is also "imie"
+    for name in sorted(used - known):
+        click.echo(f"templates read recipient.{name}, but no contact list has a column "
+                   f"{name!r} (columns: {', '.join(columns)}): it is left out where the "
+                   "template guards it", err=True)
+    unused = [name for name in columns if name not in COLUMNS_READ and not (
+        set(template_fields({name: ""})) & used)]
+    if unused:
+        said = plural(len(unused), "column of the contact lists is",
+                      "columns of the contact lists are")
+        click.echo(f"{said} read by no template: {', '.join(unused)}", err=True)
 
 
 def _find_contact(contacts: ContactList, email: str | None) -> Contact:

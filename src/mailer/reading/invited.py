@@ -20,6 +20,9 @@ _FIRST_COLUMNS = ("imie", "first_name", "firstname")
 _LAST_COLUMNS = ("nazwisko", "last_name", "lastname", "surname")
 _POSITION_COLUMNS = ("stanowisko", "funkcja", "position", "title")
 _CITY_COLUMNS = ("miasto", "miasto_/_urzad", "urzad", "city", "jednostka", "instytucja")
+# Every column the service itself reads from a contact's row (`mailer check` counts them used).
+COLUMNS_READ = frozenset((*_NAME_COLUMNS, *_FIRST_COLUMNS, *_LAST_COLUMNS, *_POSITION_COLUMNS,
+                          *_CITY_COLUMNS, "nazwa", "email"))
 
 
 class ContactRow(Protocol):
