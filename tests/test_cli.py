@@ -187,6 +187,16 @@ def test_preview_writes_the_exact_message(make_workspace: Any) -> None:
     assert "Subject: Zaproszenie – Wrocław" in shown and "Imię i nazwisko:" in shown
 
 
+def test_preview_shows_a_long_name_whole(make_workspace: Any) -> None:
+    """A display name long enough to take several encoded words, split inside a word as RFC
+    2047 allows, shows whole in the preview (issue 16: "Jednostk ami")."""
+    name = ("Zespół ds. Współpracy z Jednostkami Samorządu", "Terytorialnego i Organizacjami "
+            "Pozarządowymi Urzędu Miejskiego")
+    ws = make_workspace(contacts=[["zespol@um.example.com", *name, "Zespół", "Łódź"]])
+    shown = ws.run("preview", check=True).stdout
+    assert f"To: {' '.join(name)} <zespol@um.example.com>" in shown
+
+
 @pytest.mark.parametrize(("name", "content", "why"), [
     ("missing.eml", None, "no such file"),
     ("folder.eml", "dir", "not a regular file"),

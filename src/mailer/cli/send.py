@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from email import message_from_bytes, policy
+from email.errors import HeaderParseError
+from email.header import decode_header, make_header
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -140,12 +143,23 @@ def describe_message(data: bytes) -> str:
     """Headers decoded and the text part, for a human reading a preview."""
     parsed = message_from_bytes(data, policy=policy.default)
     assert isinstance(parsed, EmailMessage)
-    lines = [f"{name}: {value}" for name, value in parsed.items()
+    lines = [f"{name}: {_decoded(value)}" for name, value in parsed.raw_items()
              if name.lower() not in ("content-type", "content-transfer-encoding")]
     body = parsed.get_body(preferencelist=("plain",))
     parts = "text + HTML" if parsed.is_multipart() else "text only"
     lines += [f"(parts: {parts})", "", body.get_content() if body else ""]
     return "\n".join(lines)
+
+
+def _decoded(raw: str) -> str:
+    """A header as the recipient's client shows it. The stdlib's address parser puts a blank
+    between adjacent encoded words, so a long name split mid-word ("Jednostk" + "ami", as
+    RFC 2047 allows) showed as two words in the preview, though the mail itself is right."""
+    unfolded = re.sub(r"\r?\n[ \t]", " ", raw)
+    try:
+        return str(make_header(decode_header(unfolded)))
+    except (HeaderParseError, LookupError, UnicodeDecodeError):
+        return unfolded
 
 
 def _deadline_guard(settings: Settings, app: App, *, force: bool) -> None:
