@@ -19,6 +19,7 @@ import aioimaplib
 import aiosmtplib
 import pytest
 
+from mailer.clock import Clock
 from mailer.dev.devserver import (
     DEFAULT_PASSWORD,
     DevServer,
@@ -127,6 +128,51 @@ async def test_local_part_logs_in_and_append_keeps_its_date(tmp_path: Path) -> N
         assert response.result == "OK"
         [(meta, _)] = await fetch_all(client)
     assert meta["received"] == when
+
+
+async def test_rehearsal_clock_stamps_smtp_arrivals(tmp_path: Path) -> None:
+    """Under $MAILER_NOW a reply sent by SMTP arrives in the rehearsal's time, not today
+    (issue 16: every rehearsal reply was late, "received in 2026")."""
+    rehearsal = datetime(2020, 10, 21, 9, 30, tzinfo=UTC)
+    async with running(options(tmp_path / "mail", clock=Clock(rehearsal))) as server:
+        await smtp_send(server, [INBOX], letter(INBOX), sender="jan@gdynia.example.com")
+        async with imap_client(server.options.imap_port, "rejestracja") as client:
+            [(meta, data)] = await fetch_all(client)
+    arrived = meta["received"]
+    assert isinstance(arrived, datetime) and rehearsal <= arrived < rehearsal + timedelta(
+        minutes=1)
+    assert data is not None and b"21 Oct 2020" in data  # the Received: line says so too
+
+
+def test_deliver_puts_a_reply_in_the_inbox_at_a_chosen_time(tmp_path: Path) -> None:
+    """`mailer deliver FILE --at TIME` appends a reply to the campaign's inbox with that
+    arrival time; `watch` then decides lateness by it."""
+    reply = tmp_path / "odpowiedz.eml"
+    reply.write_bytes(letter(INBOX, subject="Re: Zaproszenie"))
+    server_root = tmp_path / "mail"
+    opts = options(server_root)
+
+    async def deliver_and_read() -> list[tuple[dict[str, object], bytes | None]]:
+        async with running(opts) as server:
+            config = tmp_path / "campaign.toml"
+            text = (REPO / "campaign.toml").read_text(encoding="utf-8")
+            text = text.replace("port = 1143", f"port = {server.options.imap_port}")
+            config.write_text(text, encoding="utf-8")
+            for folder in ("templates", "recipients"):
+                (tmp_path / folder).symlink_to(REPO / folder)
+            result = await asyncio.to_thread(
+                subprocess.run, [sys.executable, "-m", "mailer", "-c", str(config), "deliver",
+                                 str(reply), "--at", "2020-10-27T09:30:00+01:00"],
+                capture_output=True, text=True, timeout=60,
+                env={**os.environ, "MAILER_IMAP_PASSWORD": DEFAULT_PASSWORD})
+            assert result.returncode == 0, result.stderr
+            assert "arriving 2020-10-27T09:30:00+01:00" in result.stdout
+            async with imap_client(server.options.imap_port, "rejestracja") as client:
+                return await fetch_all(client)
+
+    [(meta, data)] = asyncio.run(deliver_and_read())
+    assert meta["received"] == datetime(2020, 10, 27, 8, 30, tzinfo=UTC)
+    assert data == reply.read_bytes()  # as written, byte for byte
 
 
 async def test_bounce_address_returns_a_dsn_to_the_sender(tmp_path: Path) -> None:

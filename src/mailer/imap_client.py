@@ -294,6 +294,13 @@ class ImapInbox:
                           "store")
         await self._guard(self.client.expunge(), "expunge")
 
+    async def append(self, data: bytes, when: datetime) -> None:
+        """APPEND `data` to the watched folder, arriving at `when` (its INTERNALDATE)."""
+        assert self.client is not None
+        response = await self._guard(self.client.append(data, mailbox=self.settings.folder,
+                                                        date=when), "append")
+        self._check(response, "append")
+
     def _check(self, response: Any, what: str) -> None:
         if response.result != "OK":
             raise ImapError(f"{self.where}: {what} refused: {_text(response)}")
@@ -316,3 +323,15 @@ class ImapInbox:
 def _text(response: Any) -> str:
     return " ".join(line.decode(errors="replace") if isinstance(line, bytes | bytearray)
                     else str(line) for line in response.lines[-1:])
+
+
+async def append_message(settings: ImapSettings, password: str | None, data: bytes,
+                         when: datetime) -> None:
+    """One message put into the folder `settings` watch, arriving at `when` (`mailer
+    deliver`: a rehearsal's reply on the rehearsal's clock)."""
+    inbox = ImapInbox(settings, password)
+    try:
+        await inbox.connect()
+        await inbox.append(data, when)
+    finally:
+        await inbox.close()

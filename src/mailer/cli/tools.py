@@ -1,4 +1,5 @@
-"""Commands for starting, trying and checking a setup: init, devserver, demo, doctor.
+"""Commands for starting, trying and checking a setup: init, devserver, deliver, demo,
+doctor.
 
 Their modules (pymap, DNS) are imported inside the commands, so that `mailer send` and
 `mailer run` do not pay for them at every start.
@@ -58,15 +59,35 @@ def devserver(app: App, smtp_port: int | None, imap_port: int | None, folder: Pa
               password: str, bounce: tuple[str, ...]) -> None:
     """Local SMTP + IMAP on 127.0.0.1 for trying everything out; Ctrl-C stops it."""
     from mailer.dev.devserver import options_for, run_until_stopped
+    # Under $MAILER_NOW mail arrives in the rehearsal's time: a reply sent by SMTP during a
+    # rehearsal is on time or late as the rehearsal says, not stamped today (issue 16).
     options = options_for(app.config, root=folder, smtp_port=smtp_port,
-                              imap_port=imap_port, password=password, bounce=bounce)
-    if app.clock.rehearsal:
-        log.warning("MAILER_NOW does not move arrival times: like a real server, the dev server "
-                    "stamps mail with the real time (IMAP APPEND with a date sets any other)")
+                          imap_port=imap_port, password=password, bounce=bounce,
+                          clock=app.clock)
     server = run_until_stopped(options, click.echo)
     click.echo(f"stopped; {plural(server.delivered, 'message', 'messages')} delivered "
                "this run; "
                f"the mailboxes stay in {options.root}")
+
+
+@click.command()
+@click.argument("eml", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--at", "arrival", metavar="ISO-8601",
+              help="Arrival time (INTERNALDATE), e.g. 2020-10-27T09:30:00+01:00 "
+                   "(default: now, on the rehearsal clock under $MAILER_NOW).")
+@click.pass_obj
+def deliver(app: App, eml: Path, arrival: str | None) -> None:
+    """Put a reply file into the campaign's inbox, arriving at a chosen time (rehearsals)."""
+    from mailer.cli.app import parse_time
+    from mailer.cli.inbox import read_message_file
+    from mailer.imap_client import append_message
+    settings = app.settings()
+    when = parse_time(arrival, settings, "--at") if arrival else app.clock.now()
+    data = read_message_file(eml)
+    asyncio.run(append_message(settings.imap, settings.imap.password(), data, when))
+    shown = when.astimezone(settings.campaign.timezone).isoformat(timespec="seconds")
+    click.echo(f"{eml} delivered to {settings.imap.username}@{settings.imap.host}:"
+               f"{settings.imap.port} {settings.imap.folder}, arriving {shown}")
 
 
 @click.command()
@@ -102,4 +123,4 @@ def doctor(app: App) -> None:
         raise MailerError(f"{plural(len(failed), 'check', 'checks')} failed (see above)")
 
 
-COMMANDS = (init, devserver, demo, doctor)
+COMMANDS = (init, devserver, deliver, demo, doctor)

@@ -20,7 +20,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ from pymap.imap import IMAPServer, IMAPService
 from pymap.parsing.message import AppendMessage
 from pysasl.hashing import BuiltinHash
 
+from mailer.clock import Clock
 from mailer.errors import MailerError
 from mailer.settings import load_settings
 
@@ -70,6 +71,9 @@ class DevServerOptions:
     bounce: frozenset[str] = frozenset()
     # Mailboxes to create at start: login name → address (e.g. "rejestracja" → the reply_to).
     mailboxes: tuple[tuple[str, str], ...] = ()
+    # What stamps arrivals (INTERNALDATE): under $MAILER_NOW the rehearsal clock, so a reply
+    # sent by SMTP during a rehearsal arrives in the rehearsal's time, not today (issue 16).
+    clock: Clock = field(default_factory=Clock)
 
 
 def plain_address(address: str) -> str | None:
@@ -181,7 +185,7 @@ class DevServer:
             name = self.mailboxes.ensure(address)
             identity = Identity(self.config, self.backend.login.tokens, name, None, frozenset())
             async with identity.new_session() as session:
-                message = AppendMessage(data, when or datetime.now(UTC))
+                message = AppendMessage(data, when or self.options.clock.now())
                 await session.append_messages("INBOX", [message])
             self.delivered += 1
 
@@ -196,7 +200,7 @@ class DevServer:
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         data = bytes(envelope.original_content)
-        now = datetime.now(UTC)
+        now = self.options.clock.now()
         peer = session.host_name or "unknown"
         for rcpt in envelope.rcpt_tos:
             address = plain_address(rcpt) or rcpt
@@ -355,7 +359,8 @@ def run_until_stopped(options: DevServerOptions, echo: Callable[[str], None]) ->
 
 
 def options_for(config: Path, *, root: Path | None, smtp_port: int | None,
-                imap_port: int | None, password: str, bounce: Iterable[str]) -> DevServerOptions:
+                imap_port: int | None, password: str, bounce: Iterable[str],
+                clock: Clock | None = None) -> DevServerOptions:
     """Options from the command line, else from the campaign file (its local ports, its inbox)."""
     settings = None
     if config.is_file():
@@ -376,7 +381,7 @@ def options_for(config: Path, *, root: Path | None, smtp_port: int | None,
     return DevServerOptions(root=(root or config.parent / "devmail").absolute(),
                             smtp_port=smtp_port or smtp_default,
                             imap_port=imap_port or imap_default, password=password,
-                            bounce=addresses, mailboxes=mailboxes)
+                            bounce=addresses, mailboxes=mailboxes, clock=clock or Clock())
 
 
 def describe(server: DevServer) -> Iterable[str]:
@@ -393,3 +398,6 @@ def describe(server: DevServer) -> Iterable[str]:
         yield f"  … and {len(aliases) - SHOWN_LOGINS} more (every address, or its local part)"
     for address in sorted(o.bounce):
         yield f"  {address}: accepted, then bounced back to the sender (user unknown)"
+    if o.clock.rehearsal:
+        yield (f"arrivals stamped on the rehearsal clock ($MAILER_NOW), from "
+               f"{o.clock.now().isoformat(timespec='seconds')}")
