@@ -96,6 +96,10 @@ def test_the_wheel_inits_checks_and_demos_outside_the_checkout(tmp_path: Path) -
     assert (campaign / "recipients" / "miasta.csv").read_bytes() == \
         (REPO / "recipients" / "miasta.csv").read_bytes()  # Windows-1250, as shipped
     run([mailer, "check"], cwd=campaign, env=env, timeout=60)
+    # The Polish catalogue is in the wheel: under a Polish locale the summary is Polish.
+    polish = run([mailer, "check"], cwd=campaign, timeout=60,
+                 env={**env, "LC_ALL": "pl_PL.UTF-8", "LANGUAGE": ""}).stdout
+    assert "20 kontaktów" in polish and "kampania" in polish
 
     empty = home / "empty"
     empty.mkdir()

@@ -9,6 +9,7 @@ from typing import Any
 
 from mailer.campaign import delivery_key
 from mailer.contacts import Contact
+from mailer.i18n import n_
 from mailer.models import (
     CURRENT_STATUSES,
     DELIVERIES,
@@ -182,7 +183,7 @@ def plural(n: int, one: str, many: str) -> str:
     `one` and `many` may carry a verb too ("message waits", "messages wait") so the whole
     phrase agrees (issue 16: "1 new messages" read as a slip).
     """
-    return f"{n} {one if n == 1 else many}"
+    return f"{n} {n_(one, many, n)}"  # and in Polish, its three forms (mailer.i18n)
 
 
 def format_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:

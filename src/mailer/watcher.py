@@ -18,6 +18,7 @@ from mailer.clock import Clock
 from mailer.contacts import read_contacts
 from mailer.effects import Ledger
 from mailer.errors import StateError
+from mailer.i18n import _
 from mailer.imap_client import Fetched, ImapAuthError, ImapError, ImapInbox
 from mailer.models import (
     ANSWERS,
@@ -74,10 +75,11 @@ class WatchReport:
     def summary(self) -> str:
         kinds = ", ".join(f"{k} {n}" for k, n in sorted(self.kinds.items())) or "none"
         # Never silent (issue 13): a message the reader could not settle is said out loud.
-        review = f"; {self.review} waiting for review (mailer review)" if self.review else ""
-        return (f"{plural(self.new, 'new message', 'new messages')} ({kinds}); "
-                f"answers sent {self.answers_sent}, "
-                f"waiting {self.answers_pending}{review}")
+        review = _("; {count} waiting for review (mailer review)").format(
+            count=self.review) if self.review else ""
+        return _("{messages} ({kinds}); answers sent {sent}, waiting {waiting}{review}").format(
+            messages=plural(self.new, "new message", "new messages"), kinds=kinds,
+            sent=self.answers_sent, waiting=self.answers_pending, review=review)
 
 
 class Watcher:

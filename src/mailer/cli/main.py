@@ -19,6 +19,7 @@ from mailer.cli import inbox, send, staff, tools
 from mailer.cli.app import EXIT_PENDING, App
 from mailer.clock import clock_from_env
 from mailer.errors import MailerError
+from mailer.i18n import _
 from mailer.settings import resolve_config_path
 
 log = logging.getLogger("mailer")
@@ -82,18 +83,18 @@ def main(argv: list[str] | None = None) -> NoReturn:
     try:
         cli.main(args=argv, prog_name="mailer", standalone_mode=False)
     except click.exceptions.Abort:
-        click.echo("aborted", err=True)
+        click.echo(_("aborted"), err=True)
         sys.exit(EXIT_PENDING)
     except click.ClickException as err:
         err.show()
         sys.exit(err.exit_code)
     except MailerError as err:
-        click.echo(f"error: {err}", err=True)
+        click.echo(_("error: {message}").format(message=err), err=True)
         if err.hint:
-            click.echo(f"hint: {err.hint}", err=True)
+            click.echo(_("hint: {hint}").format(hint=err.hint), err=True)
         sys.exit(err.exit_code)
     except KeyboardInterrupt:
-        click.echo("interrupted; what was sent is recorded — rerun to resume", err=True)
+        click.echo(_("interrupted; what was sent is recorded — rerun to resume"), err=True)
         sys.exit(EXIT_PENDING)
     except Exception:
         log.exception("unexpected error (a bug: please report it with this traceback)")

@@ -30,6 +30,7 @@ from mailer.contacts import (
 )
 from mailer.errors import MailerError
 from mailer.export import write_private
+from mailer.i18n import _
 from mailer.models import DeliveryKind
 from mailer.reading.decide import Answer
 from mailer.reading.invited import COLUMNS_READ
@@ -73,16 +74,17 @@ def check(app: App) -> None:
         build_answer(renderer, settings, sample_answer(
             answer, contacts.contacts[0], settings.events, now=now, domain=renderer.domain))
     templates += [str(answer) for answer in Answer]
-    open_ids = ", ".join(e.id for e in settings.open_events(now)) or "none"
-    click.echo(f"{settings.path}: campaign {settings.campaign.name!r}: "
-               f"{plural(len(contacts.contacts), 'contact', 'contacts')}, "
-               f"{len(contacts.invalid)} invalid, "
-               f"{plural(len(contacts.duplicates), 'duplicate', 'duplicates')}; "
-               f"templates {', '.join(templates)} "
-               f"render for every contact; events open now: {open_ids}")
+    open_ids = ", ".join(e.id for e in settings.open_events(now))
+    click.echo(_("{path}: campaign {name!r}: {contacts}, {invalid} invalid, {duplicates}; "
+                 "templates {templates} render for every contact; events open now: {open}"
+                 ).format(path=settings.path, name=settings.campaign.name,
+                          contacts=plural(len(contacts.contacts), "contact", "contacts"),
+                          invalid=len(contacts.invalid),
+                          duplicates=plural(len(contacts.duplicates), "duplicate", "duplicates"),
+                          templates=", ".join(templates), open=open_ids or _("none")))
     if contacts.invalid:
-        rows = plural(len(contacts.invalid), "contact row is", "contact rows are")
-        raise MailerError(f"{rows} invalid (listed above)",
+        rows = plural(len(contacts.invalid), "contact row is invalid", "contact rows are invalid")
+        raise MailerError(_("{rows} (listed above)").format(rows=rows),
                           hint="fix or remove them; `send` skips them")
 
 
@@ -101,9 +103,9 @@ def _echo_columns(contacts: ContactList, used: set[str]) -> None:
     unused = [name for name in columns if name not in COLUMNS_READ and not (
         set(template_fields({name: ""})) & used)]
     if unused:
-        said = plural(len(unused), "column of the contact lists is",
-                      "columns of the contact lists are")
-        click.echo(f"{said} read by no template: {', '.join(unused)}", err=True)
+        said = plural(len(unused), "column of the contact lists is read by no template",
+                      "columns of the contact lists are read by no template")
+        click.echo(f"{said}: {', '.join(unused)}", err=True)
 
 
 def _find_contact(contacts: ContactList, email: str | None) -> Contact:
@@ -221,13 +223,15 @@ def send(app: App, dry_run: bool, limit: int | None, test_to: str | None, yes: b
             for contact in todo:
                 renderer.invitation(contact)
             invitations = plural(len(todo), "invitation", "invitations")
-            click.echo(f"dry run: {invitations} would be sent "
-                       f"({report.already} already sent, {report.suppressed} suppressed)")
+            click.echo(_("dry run: {invitations} would be sent ({already} already sent, "
+                         "{suppressed} suppressed)").format(
+                invitations=invitations, already=report.already, suppressed=report.suppressed))
             return
         if todo:
-            confirm(f"Send {plural(len(todo), 'invitation', 'invitations')} of "
-                    f"{settings.campaign.name!r} via {settings.smtp.host}:{settings.smtp.port}?",
-                    yes=yes)
+            confirm(_("Send {invitations} of {name!r} via {host}:{port}?").format(
+                invitations=plural(len(todo), "invitation", "invitations"),
+                name=settings.campaign.name, host=settings.smtp.host, port=settings.smtp.port),
+                yes=yes)
         audit = AuditLog(settings.storage)
         with _progress(len(todo), "sending") as progress:
             sender = CampaignSender(settings, renderer, store, now=app.clock.now,
@@ -242,18 +246,18 @@ def send(app: App, dry_run: bool, limit: int | None, test_to: str | None, yes: b
 
 
 def _finish(result: SendReport, planned: SendReport) -> None:
-    click.echo(
-        f"sent {result.sent}, refused {len(result.failed)}, deferred {len(result.deferred)}; "
-        f"skipped {planned.already} already sent, {planned.suppressed} suppressed"
-    )
+    click.echo(_("sent {sent}, refused {refused}, deferred {deferred}; skipped {already} "
+                 "already sent, {suppressed} suppressed").format(
+        sent=result.sent, refused=len(result.failed), deferred=len(result.deferred),
+        already=planned.already, suppressed=planned.suppressed))
     for address in result.failed:
         click.echo(f"refused permanently: {address}", err=True)
     if result.stopped:
         click.echo(result.stopped, err=True)
     if result.pending:
         waiting = plural(len(result.deferred), "message waits", "messages wait")
-        click.echo(f"{waiting} for the next run "
-                   "(temporary failures); rerun `mailer send` to resume", err=True)
+        click.echo(_("{waiting} for the next run (temporary failures); rerun `mailer send` "
+                     "to resume").format(waiting=waiting), err=True)
         sys.exit(EXIT_PENDING)
 
 
@@ -299,7 +303,8 @@ def remind(app: App, event_id: str | None, yes: bool) -> None:
         groups = plan_reminders(contacts.contacts, store, events, now=now)
         total = sum(len(g.contacts) for g in groups)
         if total:
-            confirm(f"Send {plural(total, 'reminder', 'reminders')}?", yes=yes)
+            confirm(_("Send {reminders}?").format(
+                reminders=plural(total, "reminder", "reminders")), yes=yes)
         audit = AuditLog(settings.storage)
         try:
             results = asyncio.run(_send_reminders(app, settings, store, groups, audit))

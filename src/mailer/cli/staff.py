@@ -19,6 +19,7 @@ from mailer.cli.app import App, confirm, parse_time
 from mailer.clock import shown_time
 from mailer.contacts import read_contacts
 from mailer.errors import MailerError, UsageError
+from mailer.i18n import _
 from mailer.models import CURRENT_STATUSES
 from mailer.report import cities_table, city_status, format_table, plural
 from mailer.staff import campaign_counts, counts_csv, describe_person, format_counts
@@ -205,7 +206,8 @@ def review(app: App, /, handled_key: str | None, note: str, release_key: str | N
              d.get("subject", "")[:40], _why(d, held=d["key"] in held)] for d in waiting]
     click.echo("\n".join(format_table(["id", "received", "sender", "kind", "subject", "why"],
                                       rows)))
-    click.echo(f"{plural(len(waiting), 'message waits', 'messages wait')} for review",
+    click.echo(_("{waiting} for review").format(
+        waiting=plural(len(waiting), "message waits", "messages wait")),
                err=True)
 
 
