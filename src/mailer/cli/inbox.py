@@ -18,6 +18,7 @@ from mailer.campaign import CampaignSender, SendReport, plan
 from mailer.cli.app import EXIT_PENDING, App, parse_time
 from mailer.contacts import read_contacts
 from mailer.errors import MailerError
+from mailer.i18n import _
 from mailer.models import DELIVERIES, DeliveryKind
 from mailer.reading.decide import answer_allowed
 from mailer.reading.invited import ContactBook
@@ -60,17 +61,20 @@ def inspect(app: App, eml: Path, received: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(data, ensure_ascii=False, indent=2))
         return
-    click.echo(f"kind: {data['kind']} ({_shown(reading.classification.reason)})")
-    click.echo(f"sender: {_shown(data['sender'])}  received: {data['received']}")
+    click.echo(_("kind: {kind} ({reason})").format(
+        kind=data["kind"], reason=_shown(reading.classification.reason)))
+    click.echo(_("sender: {sender}  received: {received}").format(
+        sender=_shown(data["sender"]), received=data["received"]))
     for number, person in enumerate(data["registrants"], start=1):
-        events = ", ".join(f"{k}: {v}" for k, v in person["events"].items()) or "none"
+        events = ", ".join(f"{k}: {v}" for k, v in person["events"].items()) or _("none")
         fields = " | ".join(_shown(person[key]) for key in _REGISTRANT_FIELDS)
-        click.echo(f"registrant {number}: {fields} | {events}")
+        click.echo(_("registrant {number}: {fields} | {events}").format(
+            number=number, fields=fields, events=events))
     for error in data["errors"]:
         click.echo(f"  {_shown(error['field'])}: {_shown(error['message'])}")
     if data["bounced"]:
-        click.echo(f"bounced: {', '.join(data['bounced'])}")
-    click.echo(f"answer: {data['answer'] or 'none'}")
+        click.echo(_("bounced: {addresses}").format(addresses=", ".join(data["bounced"])))
+    click.echo(_("answer: {answer}").format(answer=data["answer"] or _("none")))
 
 
 _REGISTRANT_FIELDS = ("name", "position", "city", "email", "phone")  # inspect's columns
@@ -100,19 +104,21 @@ def _contact_book(settings: Settings) -> ContactBook | None:
 def read_message_file(eml: Path) -> bytes:
     """The bytes of the message file named on the command line; a file that is missing,
     unreadable or no message is the user's mistake (exit 1 naming it), never a traceback."""
-    hint = ("give a message saved as .eml (Thunderbird, Outlook: Save As) or one from "
-            "the state folder's messages/")
+    hint = _("give a message saved as .eml (Thunderbird, Outlook: Save As) or one from "
+             "the state folder's messages/")
+    unreadable = _("{path}: cannot read the message: {why}")
     if not eml.is_file():  # a directory or a pipe would fail or block when read
-        why = "not a regular file" if eml.exists() else "no such file"
-        raise MailerError(f"{eml}: cannot read the message: {why}", hint=hint)
+        why = _("not a regular file") if eml.exists() else _("no such file")
+        raise MailerError(unreadable.format(path=eml, why=why), hint=hint)
     try:
         data = eml.read_bytes()
     except OSError as err:
-        raise MailerError(f"{eml}: cannot read the message: {err.strerror or err}",
+        raise MailerError(unreadable.format(path=eml, why=err.strerror or err),
                           hint=hint) from err
     if not len(BytesHeaderParser().parsebytes(data[:_HEAD_BYTES], headersonly=True)):
-        raise MailerError(f"{eml}: not an e-mail message: expected headers (From:, "
-                          "Subject:, …), a blank line, then the text", hint=hint)
+        raise MailerError(_("{path}: not an e-mail message: expected headers (From:, "
+                            "Subject:, …), a blank line, then the text").format(path=eml),
+                          hint=hint)
     return data
 
 
@@ -177,7 +183,7 @@ def run(app: App) -> None:
     """The service: send pending invitations, then watch the inbox until SIGTERM/Ctrl-C."""
     settings = app.settings()
     asyncio.run(_watch(app, settings, once=False, send_first=True))
-    click.echo("stopped; state saved")
+    click.echo(_("stopped; state saved"))
 
 
 COMMANDS = (inspect, watch, run)

@@ -35,20 +35,23 @@ log = logging.getLogger("mailer")
 def forget(app: App, email: str, yes: bool) -> None:
     """Erase that person's personal data (RODO article 17), keeping a suppression hash."""
     settings = app.settings()
-    confirm(f"Erase every record and message of {email}? This cannot be undone", yes=yes)
+    confirm(_("Erase every record and message of {email}? This cannot be undone").format(
+        email=email), yes=yes)
     with open_state(settings.storage, writer=True) as store:
         erasure = erase.forget(store, AuditLog(settings.storage), email, now=app.clock.now())
-    click.echo(f"erased {plural(erasure.documents, 'record', 'records')} and "
-               f"{plural(erasure.files, 'stored message', 'stored messages')}; redacted "
-               f"{plural(erasure.audit_entries, 'audit entry', 'audit entries')}; "
-               f"the address is kept only as {erasure.subject}, so it is never mailed again")
-    click.echo("note: copies on the mail server (the IMAP folder) are not touched", err=True)
+    click.echo(_("erased {records} and {messages}; redacted {entries}; the address is kept "
+                 "only as {subject}, so it is never mailed again").format(
+        records=plural(erasure.documents, "record", "records"),
+        messages=plural(erasure.files, "stored message", "stored messages"),
+        entries=plural(erasure.audit_entries, "audit entry", "audit entries"),
+        subject=erasure.subject))
+    click.echo(_("note: copies on the mail server (the IMAP folder) are not touched"), err=True)
     # Logs are not state: they are the system's (journald, a file), and `forget` cannot edit
     # them (issue 12). The inbox side logs message keys; sending failures name the recipient.
-    click.echo("note: the service's logs (journald: journalctl -u mailer, or wherever its "
-               "output goes) may still hold the address in lines about sending to it and in "
-               "lines an earlier release wrote; they go when the log is rotated "
-               "(see the README, 'What the logs keep')", err=True)
+    click.echo(_("note: the service's logs (journald: journalctl -u mailer, or wherever its "
+                 "output goes) may still hold the address in lines about sending to it and in "
+                 "lines an earlier release wrote; they go when the log is rotated "
+                 "(see the README, 'What the logs keep')"), err=True)
 
 
 @click.command()
@@ -61,12 +64,12 @@ def purge(app: App, before_text: str, yes: bool) -> None:
     settings = app.settings()
     before = parse_time(before_text, settings, "--before")
     ends = {e.id: e.starts or e.deadline for e in settings.events}
-    confirm(f"Erase everyone registered only for events that ended before "
-             f"{before.isoformat()}?", yes=yes)
+    confirm(_("Erase everyone registered only for events that ended before {before}?").format(
+        before=before.isoformat()), yes=yes)
     with open_state(settings.storage, writer=True) as store:
         erased = erase.purge(store, AuditLog(settings.storage), before=before,
                              now=app.clock.now(), event_ends=ends)
-    click.echo(f"erased {len(erased)} people")
+    click.echo(_("erased {people}").format(people=plural(len(erased), "person", "people")))
 
 
 def _write_or_echo(data: str | bytes, out: Path | None) -> None:
@@ -75,7 +78,7 @@ def _write_or_echo(data: str | bytes, out: Path | None) -> None:
         return
     from mailer.export import write_private  # 0600: registrations are personal data
     write_private(out, data if isinstance(data, bytes) else data.encode("utf-8"))
-    click.echo(f"wrote {out}", err=True)
+    click.echo(_("wrote {path}").format(path=out), err=True)
 
 
 @click.command()
@@ -132,9 +135,10 @@ def registrations(app: App, event_id: str | None, status_filter: str | None, fmt
                       to=str(out) if out else "stdout")
     if fmt == "xlsx":
         if out is None:
-            raise UsageError("--format xlsx needs --out FILE.xlsx")
+            raise UsageError(_("--format xlsx needs --out FILE.xlsx"))
         to_xlsx(records, events, out, settings.campaign.timezone)
-        click.echo(f"wrote {out} ({plural(len(records), 'registration', 'registrations')})",
+        click.echo(_("wrote {path} ({registrations})").format(
+            path=out, registrations=plural(len(records), "registration", "registrations")),
                    err=True)
     elif fmt == "csv":
         _write_or_echo(to_csv(records, events), out)
@@ -156,7 +160,7 @@ def show(app: App, email: str) -> None:
     with open_state(settings.storage, writer=False) as store:
         found = staff.person(store, email)
     if not (found.registrations or found.inbound or found.answers or found.deliveries):
-        raise MailerError(f"nothing is stored about {email}")
+        raise MailerError(_("nothing is stored about {email}").format(email=email))
     for line in describe_person(found, settings.campaign.timezone):
         click.echo(line)
 
@@ -189,13 +193,14 @@ def review(app: App, /, handled_key: str | None, note: str, release_key: str | N
                                          note=note)
             elif release_key:
                 doc = staff.release_answer(store, audit, release_key, now=app.clock.now())
-                click.echo("the answer goes out with the service's next pass", err=True)
+                click.echo(_("the answer goes out with the service's next pass"), err=True)
             else:
                 values = {k: v for k, v in fields.items() if v and k != "events"}
                 values["event"] = ", ".join(fields["events"])
                 doc = staff.register_by_hand(store, audit, settings, register_key or "",
                                              values, clock=app.clock)
-        click.echo(f"resolved {doc['key'][:12]} from {doc['sender']}")
+        click.echo(_("resolved {key} from {sender}").format(key=doc["key"][:12],
+                                                              sender=doc["sender"]))
         return
     with open_state(settings.storage, writer=False) as store:
         waiting = staff.review_queue(store)

@@ -15,6 +15,7 @@ import click
 
 from mailer.cli.app import App
 from mailer.errors import MailerError
+from mailer.i18n import _
 from mailer.report import plural
 
 log = logging.getLogger("mailer")
@@ -26,21 +27,27 @@ def init(folder: Path) -> None:
     """Write a ready campaign folder (campaign file, templates, sample list) to edit."""
     from mailer.skeleton import write_campaign
     written = write_campaign(folder)
-    click.echo(f"A campaign in {folder} ({plural(len(written), 'file', 'files')}):")
-    click.echo("  campaign.toml          the campaign: sender, events and deadlines, servers "
-               "(comments in Polish and English)")
-    click.echo("  templates/             the newsletter, the reminder and the answers (Jinja2)")
-    click.echo("  recipients/miasta.csv  20 sample contacts (Windows-1250, ';', the columns "
-               "email;imie;nazwisko;stanowisko;miasto)")
-    click.echo("  .gitignore             keeps state/ (personal data) out of version control")
-    click.echo("Next:")
-    click.echo("  1. campaign.toml: [campaign] name, sender, reply_to, subject; each [[event]] "
-               "and its deadline; [smtp] and [imap] for your servers (passwords only in the "
-               "variables named by password_env)")
-    click.echo("  2. recipients/: your contact list instead of the sample (same columns)")
-    click.echo("  3. templates/newsletter.txt.j2 and .html.j2: the invitation's text")
-    click.echo(f"  4. cd {folder} && mailer check && mailer preview; "
-               "`mailer demo` plays the whole flow on this machine")
+    click.echo(_("A campaign in {folder} ({files}):").format(
+        folder=folder, files=plural(len(written), "file", "files")))
+    # The paths and the steps' numbers stay outside the messages: the columns keep their line.
+    click.echo("  campaign.toml          " + _(
+        "the campaign: sender, events and deadlines, servers (comments in Polish and English)"))
+    click.echo("  templates/             " + _(
+        "the newsletter, the reminder and the answers (Jinja2)"))
+    click.echo("  recipients/miasta.csv  " + _(
+        "20 sample contacts (Windows-1250, ';', the columns "
+        "email;imie;nazwisko;stanowisko;miasto)"))
+    click.echo("  .gitignore             " + _(
+        "keeps state/ (personal data) out of version control"))
+    click.echo(_("Next:"))
+    click.echo("  1. " + _(
+        "campaign.toml: [campaign] name, sender, reply_to, subject; each [[event]] and its "
+        "deadline; [smtp] and [imap] for your servers (passwords only in the variables named "
+        "by password_env)"))
+    click.echo("  2. " + _("recipients/: your contact list instead of the sample (same columns)"))
+    click.echo("  3. " + _("templates/newsletter.txt.j2 and .html.j2: the invitation's text"))
+    click.echo("  4. " + _("cd {folder} && mailer check && mailer preview; `mailer demo` plays "
+                           "the whole flow on this machine").format(folder=folder))
 
 
 @click.command()
@@ -65,9 +72,9 @@ def devserver(app: App, smtp_port: int | None, imap_port: int | None, folder: Pa
                           imap_port=imap_port, password=password, bounce=bounce,
                           clock=app.clock)
     server = run_until_stopped(options, click.echo)
-    click.echo(f"stopped; {plural(server.delivered, 'message', 'messages')} delivered "
-               "this run; "
-               f"the mailboxes stay in {options.root}")
+    click.echo(_("stopped; {delivered} this run; the mailboxes stay in {root}").format(
+        delivered=plural(server.delivered, "message delivered", "messages delivered"),
+        root=options.root))
 
 
 @click.command()
@@ -86,8 +93,9 @@ def deliver(app: App, eml: Path, arrival: str | None) -> None:
     data = read_message_file(eml)
     asyncio.run(append_message(settings.imap, settings.imap.password(), data, when))
     shown = when.astimezone(settings.campaign.timezone).isoformat(timespec="seconds")
-    click.echo(f"{eml} delivered to {settings.imap.username}@{settings.imap.host}:"
-               f"{settings.imap.port} {settings.imap.folder}, arriving {shown}")
+    click.echo(_("{path} delivered to {user}@{host}:{port} {folder}, arriving {arrival}").format(
+        path=eml, user=settings.imap.username, host=settings.imap.host,
+        port=settings.imap.port, folder=settings.imap.folder, arrival=shown))
 
 
 @click.command()
@@ -104,8 +112,8 @@ def demo(app: App, folder: Path | None) -> None:
         return
     # Nothing configured here (issue 15): play the campaign that ships with mailer.
     with default_campaign() as config:
-        click.echo(f"No {DEFAULT_CONFIG} here: the demo plays mailer's default campaign "
-                   "(`mailer init DIR` writes it out to edit).")
+        click.echo(_("No {config} here: the demo plays mailer's default campaign "
+                     "(`mailer init DIR` writes it out to edit).").format(config=DEFAULT_CONFIG))
         run_demo(config, folder, click.echo)
 
 
@@ -120,7 +128,8 @@ def doctor(app: App) -> None:
         click.echo(f"[{finding.level:>4}] {finding.check}: {finding.detail}")
     failed = [f for f in findings if f.level is Level.FAIL]
     if failed:
-        raise MailerError(f"{plural(len(failed), 'check', 'checks')} failed (see above)")
+        raise MailerError(_("{failed} (see above)").format(
+            failed=plural(len(failed), "check failed", "checks failed")))
 
 
 COMMANDS = (init, devserver, deliver, demo, doctor)
