@@ -16,9 +16,9 @@ from mailer.cli.main import cli
 SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = SRC / "mailer"
 READING = PACKAGE / "reading"
-COMMANDS = ("check", "demo", "devserver", "doctor", "forget", "init", "inspect", "preview",
-            "purge", "registrations", "remind", "review", "run", "send", "show", "status", "watch",
-            "web")
+COMMANDS = ("check", "deliver", "demo", "devserver", "doctor", "forget", "init", "inspect",
+            "preview", "purge", "registrations", "remind", "review", "run", "send", "show",
+            "status", "watch", "web")
 # What a pure reader must not touch: state, the clock, the network, files, processes.
 IMPURE_IMPORTS = ("mailer.store", "mailer.audit", "mailer.clock", "mailer.imap_client",
                   "mailer.smtp_client", "mailer.watcher", "asyncio", "socket", "subprocess",
