@@ -19,7 +19,7 @@ from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.worksheet import Worksheet
 
 from mailer.audit import AuditLog
-from mailer.clock import local_iso
+from mailer.clock import in_zone, local_iso
 from mailer.models import CURRENT_STATUSES, REGISTRATIONS
 from mailer.settings import Event
 from mailer.store import Store
@@ -152,10 +152,9 @@ def _sheet(sheet: Worksheet, title: str, records: Sequence[dict[str, Any]],
         cell.font = Font(bold=True)
     for record in records:
         row = _row(record, events)
-        received = record["received"]
         # Excel has no time zones: the campaign's local time, as the clerk reads it.
-        row[_RECEIVED] = (datetime.fromisoformat(received).astimezone(zone).replace(tzinfo=None)
-                  if received else None)
+        moment = in_zone(record["received"], zone)
+        row[_RECEIVED] = moment.replace(tzinfo=None) if moment else None
         _append(sheet, row)
     for cell in sheet["H"][1:]:
         cell.number_format = "yyyy-mm-dd hh:mm"

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from mailer.audit import AuditLog
@@ -178,9 +179,8 @@ class Watcher:
     def _read(self, fetched: list[Fetched]) -> asyncio.Future[list[Read]]:
         """Start reading `fetched` (in worker processes when there are many), and writing
         the new ones to disk meanwhile (they are renamed into place when their batch is kept)."""
-        storage = self.settings.storage
         self.raw_files.write_ahead(
-            (storage / message_record(key), f.data) for f in fetched
+            (self._raw_path(key), f.data) for f in fetched
             if not self.store.has(INBOUND, key := message_key(f.data)))
         return self.readers.start([(f.data, f.received) for f in fetched])
 
@@ -264,7 +264,7 @@ class Watcher:
         """Stage a message the reader failed on: raw, not answered, up for review."""
         if self.store.has(INBOUND, failure.key):
             return None
-        self.raw_files.add(self.settings.storage / message_record(failure.key), item.data)
+        self.raw_files.add(self._raw_path(failure.key), item.data)
         sender, subject, message_id = glimpse(item.data)
         reason = failure.reason.to_doc()
         self.store.stage(INBOUND, failure.key, {
@@ -284,6 +284,10 @@ class Watcher:
                     f"\n{failure.detail}" if failure.detail else "")
         return str(Kind.OTHER)
 
+    def _raw_path(self, key: str) -> Path:
+        """Where a message is kept raw: the file written ahead is the one its batch keeps."""
+        return self.settings.storage / message_record(key)
+
     def _ingest(self, item: Fetched, read: Reading, uidvalidity: int) -> str | None:
         """Stage one message (`read`: what it says); None when it was processed before."""
         if self.store.has(INBOUND, read.key):
@@ -292,7 +296,7 @@ class Watcher:
         # reply (issue 13), a later reply an incomplete form.
         reading = complete(complete_from_contact(read, self.invited.match, self.settings.events),
                            self.ledger.previous_values, self.settings.events)
-        raw = self.settings.storage / message_record(reading.key)
+        raw = self._raw_path(reading.key)
         self.raw_files.add(raw, item.data)
         self.raw_files.add(reading_file(raw), stored_reading(reading), durable=False)
         backlog = reading.received < self.watermark

@@ -19,7 +19,6 @@ import threading
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
-from datetime import datetime
 from types import FrameType
 from typing import Any, TypeVar
 from urllib.parse import urlencode, urlsplit
@@ -34,7 +33,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from mailer import reasons
-from mailer.clock import Clock
+from mailer.clock import Clock, in_zone
 from mailer.contacts import Contact, read_contacts
 from mailer.errors import MailerError, UsageError
 from mailer.render import Renderer
@@ -165,10 +164,8 @@ class WebApp:
 
     def local_time(self, value: str | None) -> str:
         """An ISO time from the state as the clerk reads it: campaign zone, to the minute."""
-        if not value:
-            return ""
-        moment = datetime.fromisoformat(value).astimezone(self.settings.campaign.timezone)
-        return f"{moment:%d.%m.%Y %H:%M}"
+        moment = in_zone(value, self.settings.campaign.timezone)
+        return f"{moment:%d.%m.%Y %H:%M}" if moment else ""
 
     def contacts(self) -> list[Contact]:
         """The contact lists, read again only when a file changes."""
