@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from babel import Locale
 from markupsafe import Markup, escape
 
 from mailer.campaign import SendReport, plan
@@ -76,14 +77,14 @@ def polish(mapping: Mapping[str, str], value: object) -> str:
     return mapping.get(str(value), str(value) if value is not None else "")
 
 
+_POLISH = Locale("pl")
+
+
 def form_pl(n: int, one: str, few: str, many: str) -> str:
     """The Polish form for a count: `one` for 1, `few` for 2–4, 22–24, … (not 12–14),
-    `many` otherwise ("1 wiadomość czeka", "2 wiadomości czekają", "5 wiadomości czeka")."""
-    if n == 1:
-        return one
-    if n % 10 in (2, 3, 4) and n % 100 not in (12, 13, 14):
-        return few
-    return many
+    `many` otherwise ("1 wiadomość czeka", "2 wiadomości czekają", "5 wiadomości czeka"):
+    CLDR's rule, as Babel knows it."""
+    return {"one": one, "few": few}.get(_POLISH.plural_form(n), many)
 
 
 def plural_pl(n: int, one: str, few: str, many: str) -> str:
