@@ -23,6 +23,12 @@ SENTENCE_CASES = [
      {"name": "Adam Lis", "position": "Sekretarz Gminy", "phone": "600 100 200"}),
     ("Potwierdzam udział Pana Pawła Gronka w warsztacie. Kontakt: p.gronek@ug.example.pl",
      {"name": "Paweł Gronek", "email": "p.gronek@ug.example.pl"}),
+    # The town a sentence of intent names once is everyone's, as a list's introduction is;
+    # one that names none gives none.
+    ("Gmina Dobra zgłasza udział w warsztacie. Weźmie w nim udział Pan Adam Lis, Sekretarz "
+     "Gminy.", {"name": "Adam Lis", "position": "Sekretarz Gminy", "city": "Dobra"}),
+    ("Zgłaszamy udział w PIM. Weźmie w nim udział Pan Adam Lis, Sekretarz Gminy.",
+     {"name": "Adam Lis", "position": "Sekretarz Gminy", "city": None}),
     # A bare "Urzędu" names no office: the town comes from elsewhere, not "Urząd".
     ("Ze strony Urzędu w warsztacie udział weźmie Pani Joanna Wrona, Sekretarz Miasta.",
      {"name": "Joanna Wrona", "position": "Sekretarz Miasta", "city": None}),

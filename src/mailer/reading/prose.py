@@ -223,12 +223,13 @@ def _list_people(paragraphs: Sequence[list[str]], signature: Found) -> list[Pers
 
 
 def _with_shared(person: Person, shared: Found, intents: Sequence[str],
-                 signature: Found) -> Person:
-    """A list item's values completed by what the list says once: the city, the events."""
+                 signature: Found, *, said_in: str = LIST) -> Person:
+    """A person's values completed by what the message says once for everyone: the city,
+    the events (`said_in`: where the shared city was read, a list's lines or a sentence)."""
     values, sources = dict(person.values), dict(person.sources)
     if not _meaningful(values.get("event", "")):
         values["event"] = _event_text(*intents[:_INTENT_SENTENCES])
-    for source, found in ((LIST, shared), (SIGNATURE, signature)):
+    for source, found in ((said_in, shared), (SIGNATURE, signature)):
         if "city" not in values and found.values.get("city"):
             values["city"], sources["city"] = found.values["city"], source
     ordered = {k: values[k] for k in FIELDS if k in values}
@@ -244,8 +245,12 @@ def _meaningful(text: str) -> bool:
 def _sentence_people(paragraphs: Sequence[list[str]], intents: Sequence[str],
                      signature: Found) -> list[Person]:
     people = []
-    # Sentences that only say what is registered ("Zgłaszam się na PIM."): their events.
+    # Sentences that only say what is registered ("Zgłaszam się na PIM."): their events,
+    # and the town or office they name for everyone ("Miasto Szczecinek potwierdza udział.
+    # … weźmie udział Pani Anna Sowa"), as a list's introduction does.
     pure = [s for s in intents[:_INTENT_SENTENCES] if not tokenize(s).name_starts()]
+    towns = (find_city(chunk, 0, len(chunk.tokens)) for chunk in map(tokenize, pure))
+    shared = Found(values={"city": city} if (city := next(filter(None, towns), None)) else {})
     for paragraph in paragraphs:
         sentences = _sentences(" ".join(paragraph))
         said = any(has_intent(s) for s in sentences)
@@ -259,7 +264,8 @@ def _sentence_people(paragraphs: Sequence[list[str]], intents: Sequence[str],
                 found = [p for p in found if _structured(chunk, p)]
             if len(found) == 1:  # "… Pana Jana Nowaka. Kontakt: jan@…, tel. …"
                 found = [_with_contacts(found[0], sentences[n + 1:])]
-            people += [_with_shared(p, Found(), intents, signature) for p in found]
+            people += [_with_shared(p, shared, intents, signature, said_in=SENTENCE)
+                       for p in found]
             if len(people) > MAX_PEOPLE:
                 return people
     return people
